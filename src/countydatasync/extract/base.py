@@ -1,0 +1,105 @@
+"""What every source backend provides, and the key-ordered paging they share.
+
+A source yields raw batches: pandas frames with the key in `RAW_KEY`, the geometry as WKB bytes or WKT text
+in `RAW_GEOM`, an optional per-row SRID in `RAW_SRID`, the modified timestamp in `RAW_MODIFIED` (when one is
+configured) and every carried attribute under its source column name. Values are as the driver returned them;
+typing and validation are the transform's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import pandas as pd
+
+from countydatasync.settings import Settings
+
+RAW_KEY = "__key"
+RAW_GEOM = "__geom"
+RAW_SRID = "__srid"
+RAW_MODIFIED = "__modified"
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """The parts of the settings a backend needs to build its queries."""
+
+    table: str
+    db_schema: str | None
+    key_column: str
+    geometry_column: str
+    geometry_encoding: str
+    modified_column: str | None
+    attribute_columns: tuple[str, ...]
+    batch_size: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SourceSpec:
+        src = settings.source
+        return cls(
+            table=src.table,
+            db_schema=src.db_schema,
+            key_column=src.key_column,
+            geometry_column=src.geometry_column,
+            geometry_encoding=src.geometry_encoding,
+            modified_column=src.modified_column or None,
+            attribute_columns=tuple(dict.fromkeys(c.source for c in settings.columns)),
+            batch_size=src.batch_size,
+        )
+
+
+class Source(Protocol):
+    """A readable MasterParcels table."""
+
+    description: str
+    """Where the data comes from, safe to log and show (never contains a password)."""
+
+    def batches(self, modified_since: datetime | None = None) -> Iterator[pd.DataFrame]:
+        """All rows (or those modified after `modified_since`) in key order, rows with a null key last.
+        Rows sharing a key always arrive in the same batch."""
+        ...
+
+    def rows_for_keys(self, keys: Sequence[Any]) -> Iterator[pd.DataFrame]:
+        """The rows whose key is one of `keys`, in batches."""
+        ...
+
+    def all_keys(self) -> Iterator[pd.Series]:
+        """Every non-null key, in batches: the key set that deletes are reconciled against."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def paginate(
+    fetch_after: Callable[[Any | None, int], pd.DataFrame],
+    fetch_equal: Callable[[Any], pd.DataFrame],
+    batch_size: int,
+) -> Iterator[pd.DataFrame]:
+    """Keyset paging (`WHERE key > last ORDER BY key LIMIT n`) that never splits a run of equal keys.
+
+    `fetch_after(last, n)` returns up to n rows with key > last (all keys when last is None), sorted by key.
+    A page's trailing rows that share its last key are held back and re-read at the start of the next
+    page, so duplicates of one key always meet in one batch; a page made of one key only is completed with
+    `fetch_equal(key)`. Each page costs one indexed range query however deep it is, unlike OFFSET.
+    """
+    last: Any | None = None
+    while True:
+        page = fetch_after(last, batch_size)
+        if len(page) < batch_size:
+            if len(page):
+                yield page
+            return
+        keys = page[RAW_KEY]
+        tail_key = keys.iloc[-1]
+        head = page[(keys != tail_key).to_numpy()]
+        if head.empty:
+            yield fetch_equal(tail_key)
+            last = tail_key
+        else:
+            yield head.reset_index(drop=True)
+            last = head[RAW_KEY].iloc[-1]

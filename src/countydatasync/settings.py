@@ -1,0 +1,244 @@
+"""One typed settings object, read from defaults, a TOML file, `.env` and the environment.
+
+Precedence, highest first: keyword arguments, environment variables (`CDS_SOURCE__TABLE=...`),
+`.env`, the TOML file (`countydatasync.toml` or `--config`/`CDS_CONFIG`), the defaults below.
+The defaults describe the bundled sample county, so `countydatasync demo` needs no file at all.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from countydatasync.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "countydatasync.toml"
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+ColumnType = Literal["text", "integer", "real", "date", "datetime", "boolean"]
+
+
+class ColumnSpec(BaseModel):
+    """One attribute column carried from the source into the staging databases."""
+
+    source: str = Field(description="Column name in the source table.")
+    name: str = Field(description="Column name in the staging databases (letters, digits, underscore).")
+    type: ColumnType = Field(default="text", description="Type the value is converted to.")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_identifier(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"output column name {value!r} must be letters, digits and underscores")
+        return value
+
+
+def _sample_columns() -> list[ColumnSpec]:
+    pairs = [
+        ("OwnerName", "owner_name", "text"),
+        ("OwnerMailAddress", "owner_mail_address", "text"),
+        ("SitusAddress", "situs_address", "text"),
+        ("SitusCity", "situs_city", "text"),
+        ("SitusZip", "situs_zip", "text"),
+        ("LandUseCode", "land_use", "text"),
+        ("LandUseDesc", "land_use_desc", "text"),
+        ("Zoning", "zoning", "text"),
+        ("Neighborhood", "neighborhood", "text"),
+        ("TaxDistrict", "tax_district", "text"),
+        ("SchoolDistrict", "school_district", "text"),
+        ("Subdivision", "subdivision", "text"),
+        ("Acres", "acres", "real"),
+        ("LandValue", "land_value", "real"),
+        ("ImprValue", "improvement_value", "real"),
+        ("TotalValue", "total_value", "real"),
+        ("YearBuilt", "year_built", "integer"),
+        ("BldgSqFt", "building_sqft", "integer"),
+        ("LastSaleDate", "last_sale_date", "date"),
+        ("LastSalePrice", "last_sale_price", "real"),
+        ("LegalDesc", "legal_description", "text"),
+        ("ExemptionCode", "exemption_code", "text"),
+        ("TaxYear", "tax_year", "integer"),
+        ("LastModified", "source_modified", "datetime"),
+    ]
+    return [ColumnSpec(source=s, name=n, type=t) for s, n, t in pairs]  # type: ignore[arg-type]
+
+
+class SourceSettings(BaseModel):
+    """Where MasterParcels lives and how its key and geometry are stored."""
+
+    url: str = Field(
+        default="sqlite:///data/sample_county.sqlite",
+        description="SQLAlchemy URL of the source database, without the password "
+        "(sqlite:///file, postgresql://user@host/db, mssql+pyodbc://user@dsn).",
+    )
+    password: SecretStr | None = Field(
+        default=None,
+        description="Source password. Prefer CDS_SOURCE__PASSWORD, .env or the OS credential store "
+        "to writing it here.",
+    )
+    db_schema: str | None = Field(default=None, description="Database schema of the table (e.g. dbo, public).")
+    table: str = Field(default="MasterParcels", description="Source table (or view) name.")
+    key_column: str = Field(default="PIN", description="Parcel number column: the key of every parcel.")
+    key_name: str = Field(default="pin", description="Name of the key column in the staging databases.")
+    geometry_column: str = Field(default="Shape", description="Geometry column.")
+    geometry_encoding: Literal["wkb", "wkt", "native"] = Field(
+        default="wkb",
+        description="How the geometry is stored: wkb (binary), wkt (text) or native (PostGIS / SQL Server type).",
+    )
+    srid: int | None = Field(
+        default=2927,
+        description="EPSG code of the source coordinates, used where the column carries none.",
+    )
+    modified_column: str | None = Field(
+        default="LastModified",
+        description="Trustworthy last-modified timestamp column; enables watermark extraction. "
+        "Leave empty to compare content hashes over a full scan.",
+    )
+    modified_overlap_seconds: int = Field(
+        default=300,
+        description="Re-read rows modified this long before the last watermark, for clocks and "
+        "transactions that commit late; re-read unchanged rows are recognised by their hash.",
+    )
+    batch_size: int = Field(default=50_000, ge=1, description="Rows per extraction batch.")
+    max_retries: int = Field(default=5, ge=0, description="Retries of a batch after a transient failure.")
+    retry_backoff_seconds: float = Field(
+        default=1.0, ge=0, description="First retry delay; doubles on each further retry."
+    )
+
+    @field_validator("key_name")
+    @classmethod
+    def _plain_key_name(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"key_name {value!r} must be letters, digits and underscores")
+        return value
+
+
+class StatsSettings(BaseModel):
+    """Which carried columns (by output name) feed the aggregates in the stats DB."""
+
+    dimensions: list[str] = Field(
+        default=["land_use", "zoning", "neighborhood", "tax_district"],
+        description="Group-by columns: one set of aggregates per column.",
+    )
+    measures: list[str] = Field(
+        default=["acres", "land_value", "improvement_value", "total_value"],
+        description="Numeric columns summed and averaged per group.",
+    )
+
+
+class OutputSettings(BaseModel):
+    """The three staging databases."""
+
+    directory: Path = Field(default=Path("staging"), description="Folder of the staging databases.")
+    geo_db: str = Field(default="parcels.gpkg", description="GeoPackage file name (the geo DB).")
+    stats_db: str = Field(default="stats.sqlite", description="Aggregates and run history (the stats DB).")
+    working_db: str = Field(
+        default="working.sqlite", description="Attribute copy, sync status and change log (the working DB)."
+    )
+    layer: str = Field(default="parcels", description="GeoPackage layer (table) name.")
+    target_srid: int | None = Field(
+        default=None, description="EPSG code to reproject to; empty keeps the source CRS."
+    )
+    busy_timeout_seconds: float = Field(
+        default=60.0,
+        description="How long a sync waits for readers holding a staging database in a transaction.",
+    )
+
+    @field_validator("layer")
+    @classmethod
+    def _plain_layer(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"layer {value!r} must be letters, digits and underscores")
+        return value
+
+    @property
+    def geo_path(self) -> Path:
+        return self.directory / self.geo_db
+
+    @property
+    def stats_path(self) -> Path:
+        return self.directory / self.stats_db
+
+    @property
+    def working_path(self) -> Path:
+        return self.directory / self.working_db
+
+
+class Settings(BaseSettings):
+    """Everything a run needs. Each field has a default and help text; `countydatasync init` writes them out."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CDS_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="forbid",
+        toml_file=None,
+    )
+
+    source: SourceSettings = Field(default_factory=SourceSettings, description="The source database.")
+    columns: list[ColumnSpec] = Field(
+        default_factory=_sample_columns, description="Attribute columns carried to the staging databases."
+    )
+    stats: StatsSettings = Field(default_factory=StatsSettings, description="Aggregates in the stats DB.")
+    output: OutputSettings = Field(default_factory=OutputSettings, description="The staging databases.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        names = [c.name for c in self.columns]
+        reserved = {self.source.key_name, "fid", "geom", "sync_status", "sync_note", "gis_acres"}
+        clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & reserved))
+        if clash:
+            raise ValueError(f"output column names used twice or reserved: {', '.join(clash)}")
+        types = {c.name: c.type for c in self.columns}
+        for dim in self.stats.dimensions:
+            if dim not in types:
+                raise ValueError(f"stats dimension {dim!r} is not a carried column name")
+        for measure in self.stats.measures:
+            if types.get(measure) not in ("integer", "real"):
+                raise ValueError(f"stats measure {measure!r} must be a carried integer or real column")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, dotenv_settings, TomlConfigSettingsSource(settings_cls))
+
+    def column_type(self, name: str) -> ColumnType:
+        """Type of a carried column by output name."""
+        for column in self.columns:
+            if column.name == name:
+                return column.type
+        raise KeyError(name)
+
+
+def load_settings(config: Path | None = None, env_file: Path | None = Path(".env")) -> Settings:
+    """Read settings from `config` (default: $CDS_CONFIG or ./countydatasync.toml if present), `.env`
+    and the environment. A config path that was asked for but does not exist is an error."""
+    explicit = config or (Path(os.environ["CDS_CONFIG"]) if os.environ.get("CDS_CONFIG") else None)
+    path = explicit or Path(DEFAULT_CONFIG_FILE)
+    if explicit is not None and not explicit.is_file():
+        raise ConfigError(f"settings file {explicit} does not exist; create one with `countydatasync init`")
+
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(toml_file=path if path.is_file() else None)
+
+    try:
+        return _FromFile(_env_file=env_file if env_file and env_file.is_file() else None)  # type: ignore[call-arg]
+    except ValueError as exc:
+        raise ConfigError(f"invalid settings ({path if path.is_file() else 'defaults'}): {exc}") from exc
