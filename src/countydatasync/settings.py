@@ -104,6 +104,11 @@ class SourceSettings(BaseModel):
         description="Trustworthy last-modified timestamp column; enables watermark extraction. "
         "Leave empty to compare content hashes over a full scan.",
     )
+    timezone: str = Field(
+        default="UTC",
+        description="Time zone of source timestamps stored without one (e.g. America/Los_Angeles); "
+        "staging databases hold UTC.",
+    )
     modified_overlap_seconds: int = Field(
         default=300,
         description="Re-read rows modified this long before the last watermark, for clocks and "

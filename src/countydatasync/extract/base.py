@@ -70,6 +70,10 @@ class Source(Protocol):
         """Every non-null key, in batches: the key set that deletes are reconciled against."""
         ...
 
+    def count_rows(self, modified_since: datetime | None = None) -> int:
+        """How many rows `batches(modified_since)` will yield, for progress reporting."""
+        ...
+
     def close(self) -> None:
         """Release connections."""
         ...

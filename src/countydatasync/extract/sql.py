@@ -116,7 +116,7 @@ class SqlSource:
         cols.extend(table.c[name] for name in spec.attribute_columns)
         return sa.select(*cols)
 
-    def page_statement(self, modified_since: datetime | None, after: bool) -> sa.Select[Any]:
+    def page_statement(self, modified_since: datetime | None, after: bool, limit: int) -> sa.Select[Any]:
         """Rows with key > :last (when `after`), optionally modified after :since, in key order, :limit."""
         key = self.key_expression(self.table().c[self.spec.key_column])
         stmt = self.select_rows().where(key.is_not(None))
@@ -124,7 +124,7 @@ class SqlSource:
             stmt = stmt.where(key > sa.bindparam("last"))
         if modified_since is not None:
             stmt = stmt.where(self.table().c[self.spec.modified_column] > sa.bindparam("since"))
-        return stmt.order_by(key).limit(sa.bindparam("limit", literal_execute=True))
+        return stmt.order_by(key).limit(limit)
 
     # --- reading -------------------------------------------------------------------------------------
     def _frame(self, stmt: sa.Executable, params: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -136,14 +136,12 @@ class SqlSource:
             raise self.translate(exc) from None
 
     def batches(self, modified_since: datetime | None = None) -> Iterator[pd.DataFrame]:
-        first = self.page_statement(modified_since, after=False)
-        later = self.page_statement(modified_since, after=True)
         base = {"since": modified_since} if modified_since is not None else {}
 
         def fetch_after(last: Any | None, limit: int) -> pd.DataFrame:
             if last is None:
-                return self._frame(first, {**base, "limit": limit})
-            return self._frame(later, {**base, "last": last, "limit": limit})
+                return self._frame(self.page_statement(modified_since, False, limit), base)
+            return self._frame(self.page_statement(modified_since, True, limit), {**base, "last": last})
 
         def fetch_equal(key: Any) -> pd.DataFrame:
             stmt = self.select_rows().where(self.table().c[self.spec.key_column] == sa.bindparam("key"))
@@ -187,6 +185,13 @@ class SqlSource:
             if len(frame) < limit:
                 return
             last = frame[RAW_KEY].iloc[-1]
+
+    def count_rows(self, modified_since: datetime | None = None) -> int:
+        """How many rows `batches` will yield (for progress bars; the source may change meanwhile)."""
+        stmt = sa.select(sa.func.count()).select_from(self.table())
+        if modified_since is not None:
+            stmt = stmt.where(self.table().c[self.spec.modified_column] > modified_since)
+        return int(self._frame(stmt).iloc[0, 0])
 
     def close(self) -> None:
         self.engine.dispose()

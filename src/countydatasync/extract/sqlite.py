@@ -19,6 +19,6 @@ class SqliteSource(SqlSource):
         if not url.database or not path.is_file():
             # Never fall back to sample data: a wrong path must fail the run loudly.
             raise PermanentSourceError(f"source SQLite file {path} does not exist")
-        read_only = URL.create("sqlite", database=f"file:{path.resolve()}?mode=ro&uri=true")
+        read_only = URL.create("sqlite", database=f"file:{path.resolve()}", query={"mode": "ro", "uri": "true"})
         super().__init__(read_only, spec)
         self.description = f"sqlite:///{path} table {spec.table}"

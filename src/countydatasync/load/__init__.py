@@ -1,0 +1,1 @@
+"""Load: the three staging databases (geo, working, stats) and the one transaction that publishes them."""

@@ -1,0 +1,199 @@
+"""The geo DB: a GeoPackage 1.4 written with plain SQLite, inside the run's transaction.
+
+GDAL's writer cannot update or delete single features, and it cannot join a transaction that spans the
+other staging databases, so the tables are created here as the GeoPackage standard defines them (the
+same layout GDAL writes) and GDAL's own validator checks the result in the tests.
+
+The standard R-tree triggers call ST_* SQL functions that only GeoPackage-aware readers (GDAL, QGIS,
+ArcGIS) register. A run therefore drops the triggers of its layer, keeps the R-tree itself from the
+bounds it already has, and re-creates the triggers before it commits: readers never see the difference.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+import numpy as np
+from pyproj import CRS
+
+from countydatasync.settings import ColumnSpec
+
+GPKG_APPLICATION_ID = 0x47504B47  # "GPKG"
+GPKG_USER_VERSION = 10400  # GeoPackage 1.4
+HEADER = np.dtype([("magic", "S2"), ("version", "u1"), ("flags", "u1"), ("srs_id", "<i4"), ("envelope", "<f8", 4)])
+# flags: bit 0 little-endian, bits 1-3 envelope [minx, maxx, miny, maxy]; never empty (empties are rejected).
+HEADER_FLAGS = 0b0000_0011
+
+SQL_TYPES = {"text": "TEXT", "integer": "INTEGER", "real": "REAL", "date": "DATE", "datetime": "DATETIME",
+             "boolean": "BOOLEAN"}
+
+CORE_DDL = [
+    "CREATE TABLE IF NOT EXISTS {s}.gpkg_spatial_ref_sys (srs_name TEXT NOT NULL, srs_id INTEGER NOT NULL "
+    "PRIMARY KEY, organization TEXT NOT NULL, organization_coordsys_id INTEGER NOT NULL, definition TEXT NOT "
+    "NULL, description TEXT)",
+    "CREATE TABLE IF NOT EXISTS {s}.gpkg_contents (table_name TEXT NOT NULL PRIMARY KEY, data_type TEXT NOT "
+    "NULL, identifier TEXT UNIQUE, description TEXT DEFAULT '', last_change DATETIME NOT NULL DEFAULT "
+    "(strftime('%Y-%m-%dT%H:%M:%fZ','now')), min_x DOUBLE, min_y DOUBLE, max_x DOUBLE, max_y DOUBLE, srs_id "
+    "INTEGER, CONSTRAINT fk_gc_r_srs_id FOREIGN KEY (srs_id) REFERENCES gpkg_spatial_ref_sys(srs_id))",
+    "CREATE TABLE IF NOT EXISTS {s}.gpkg_geometry_columns (table_name TEXT NOT NULL, column_name TEXT NOT "
+    "NULL, geometry_type_name TEXT NOT NULL, srs_id INTEGER NOT NULL, z TINYINT NOT NULL, m TINYINT NOT NULL, "
+    "CONSTRAINT pk_geom_cols PRIMARY KEY (table_name, column_name), CONSTRAINT uk_gc_table_name UNIQUE "
+    "(table_name), CONSTRAINT fk_gc_tn FOREIGN KEY (table_name) REFERENCES gpkg_contents(table_name), "
+    "CONSTRAINT fk_gc_srs FOREIGN KEY (srs_id) REFERENCES gpkg_spatial_ref_sys (srs_id))",
+    "CREATE TABLE IF NOT EXISTS {s}.gpkg_extensions (table_name TEXT, column_name TEXT, extension_name TEXT "
+    "NOT NULL, definition TEXT NOT NULL, scope TEXT NOT NULL, CONSTRAINT ge_tce UNIQUE (table_name, "
+    "column_name, extension_name))",
+    # GDAL's feature-count cache: readers trust it, so every run sets it.
+    "CREATE TABLE IF NOT EXISTS {s}.gpkg_ogr_contents (table_name TEXT NOT NULL PRIMARY KEY, feature_count "
+    "INTEGER DEFAULT NULL)",
+]
+
+# The three definitions every GeoPackage must have (GeoPackage 1.4, requirement 11).
+WGS84_WKT = (
+    'GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563,AUTHORITY["EPSG","7030"]],'
+    'AUTHORITY["EPSG","6326"]],PRIMEM["Greenwich",0,AUTHORITY["EPSG","8901"]],UNIT["degree",0.0174532925199433,'
+    'AUTHORITY["EPSG","9122"]],AXIS["Latitude",NORTH],AXIS["Longitude",EAST],AUTHORITY["EPSG","4326"]]'
+)
+REQUIRED_SRS = [
+    ("WGS 84 geodetic", 4326, "EPSG", 4326, WGS84_WKT, "longitude/latitude coordinates in decimal degrees"),
+    ("Undefined cartesian SRS", -1, "NONE", -1, "undefined", "undefined cartesian coordinate reference system"),
+    ("Undefined geographic SRS", 0, "NONE", 0, "undefined", "undefined geographic coordinate reference system"),
+]
+
+
+def q(name: str) -> str:
+    """Quote an SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def rtree_name(layer: str) -> str:
+    return f"rtree_{layer}_geom"
+
+
+def _trigger_sql(layer: str) -> dict[str, str]:
+    """The R-tree triggers of GeoPackage 1.4 (Annex F.3), by name."""
+    t, r, g, i = q(layer), q(rtree_name(layer)), '"geom"', '"fid"'
+    box = f"ST_MinX(NEW.{g}), ST_MaxX(NEW.{g}), ST_MinY(NEW.{g}), ST_MaxY(NEW.{g})"
+    new_ok = f"(NEW.{g} NOTNULL AND NOT ST_IsEmpty(NEW.{g}))"
+    new_none = f"(NEW.{g} ISNULL OR ST_IsEmpty(NEW.{g}))"
+    old_ok = f"(OLD.{g} NOTNULL AND NOT ST_IsEmpty(OLD.{g}))"
+    old_none = f"(OLD.{g} ISNULL OR ST_IsEmpty(OLD.{g}))"
+    base = rtree_name(layer)
+    return {
+        f"{base}_insert": f"AFTER INSERT ON {t} WHEN {new_ok} BEGIN INSERT OR REPLACE INTO {r} VALUES "
+        f"(NEW.{i}, {box}); END",
+        f"{base}_update2": f"AFTER UPDATE OF {g} ON {t} WHEN OLD.{i} = NEW.{i} AND {new_none} BEGIN "
+        f"DELETE FROM {r} WHERE id = OLD.{i}; END",
+        f"{base}_update4": f"AFTER UPDATE ON {t} WHEN OLD.{i} != NEW.{i} AND {new_none} BEGIN "
+        f"DELETE FROM {r} WHERE id IN (OLD.{i}, NEW.{i}); END",
+        f"{base}_update5": f"AFTER UPDATE ON {t} WHEN OLD.{i} != NEW.{i} AND {new_ok} BEGIN "
+        f"DELETE FROM {r} WHERE id = OLD.{i}; INSERT OR REPLACE INTO {r} VALUES (NEW.{i}, {box}); END",
+        f"{base}_update6": f"AFTER UPDATE OF {g} ON {t} WHEN OLD.{i} = NEW.{i} AND {new_ok} AND {old_ok} BEGIN "
+        f"UPDATE {r} SET minx = ST_MinX(NEW.{g}), maxx = ST_MaxX(NEW.{g}), miny = ST_MinY(NEW.{g}), "
+        f"maxy = ST_MaxY(NEW.{g}) WHERE id = NEW.{i}; END",
+        f"{base}_update7": f"AFTER UPDATE OF {g} ON {t} WHEN OLD.{i} = NEW.{i} AND {new_ok} AND {old_none} BEGIN "
+        f"INSERT INTO {r} VALUES (NEW.{i}, {box}); END",
+        f"{base}_delete": f"AFTER DELETE ON {t} WHEN OLD.{g} NOT NULL BEGIN DELETE FROM {r} WHERE id = OLD.{i}; END",
+    }
+
+
+def _count_trigger_sql(layer: str) -> dict[str, str]:
+    """GDAL's feature-count triggers, so edits by other tools keep gpkg_ogr_contents right."""
+    t, lit = q(layer), "'" + layer.replace("'", "''") + "'"
+    return {
+        f"trigger_insert_feature_count_{layer}": f"AFTER INSERT ON {t} BEGIN UPDATE gpkg_ogr_contents SET "
+        f"feature_count = feature_count + 1 WHERE lower(table_name) = lower({lit}); END",
+        f"trigger_delete_feature_count_{layer}": f"AFTER DELETE ON {t} BEGIN UPDATE gpkg_ogr_contents SET "
+        f"feature_count = feature_count - 1 WHERE lower(table_name) = lower({lit}); END",
+    }
+
+
+def layer_columns(key_name: str, columns: Sequence[ColumnSpec]) -> list[tuple[str, str]]:
+    """(name, SQL type) of the layer's attribute columns, in table order after fid and geom."""
+    return [(key_name, "TEXT"), *((c.name, SQL_TYPES[c.type]) for c in columns), ("gis_acres", "REAL"),
+            ("sync_status", "TEXT"), ("sync_note", "TEXT")]
+
+
+def create_layer(con: sqlite3.Connection, schema: str, layer: str, key_name: str,
+                 columns: Sequence[ColumnSpec], srid: int) -> None:
+    """Create the GeoPackage core tables (if missing) and the parcels layer with its R-tree."""
+    s = schema
+    con.execute(f"PRAGMA {s}.application_id = {GPKG_APPLICATION_ID}")
+    con.execute(f"PRAGMA {s}.user_version = {GPKG_USER_VERSION}")
+    for ddl in CORE_DDL:
+        con.execute(ddl.format(s=s))
+    con.executemany(f"INSERT OR IGNORE INTO {s}.gpkg_spatial_ref_sys VALUES (?, ?, ?, ?, ?, ?)", REQUIRED_SRS)
+    crs = CRS.from_epsg(srid)
+    con.execute(
+        f"INSERT OR IGNORE INTO {s}.gpkg_spatial_ref_sys VALUES (?, ?, 'EPSG', ?, ?, ?)",
+        (crs.name, srid, srid, crs.to_wkt("WKT1_GDAL"), f"EPSG:{srid}"),
+    )
+    attrs = ", ".join(
+        f"{q(name)} {typ}{' NOT NULL UNIQUE' if name == key_name else ''}"
+        for name, typ in layer_columns(key_name, columns)
+    )
+    con.execute(f'CREATE TABLE {s}.{q(layer)} ("fid" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, '
+                f'"geom" MULTIPOLYGON, {attrs})')
+    con.execute(f"CREATE INDEX {s}.{q('ix_' + layer + '_sync_status')} ON {q(layer)} (sync_status)")
+    con.execute(f"CREATE VIRTUAL TABLE {s}.{q(rtree_name(layer))} USING rtree(id, minx, maxx, miny, maxy)")
+    con.execute(
+        f"INSERT INTO {s}.gpkg_contents (table_name, data_type, identifier, description, srs_id) "
+        "VALUES (?, 'features', ?, 'Parcels published by CountyDataSync', ?)",
+        (layer, layer, srid),
+    )
+    con.execute(f"INSERT INTO {s}.gpkg_geometry_columns VALUES (?, 'geom', 'MULTIPOLYGON', ?, 0, 0)", (layer, srid))
+    con.execute(
+        f"INSERT INTO {s}.gpkg_extensions VALUES (?, 'geom', 'gpkg_rtree_index', "
+        "'http://www.geopackage.org/spec120/#extension_rtree', 'write-only')",
+        (layer,),
+    )
+    con.execute(f"INSERT INTO {s}.gpkg_ogr_contents VALUES (?, 0)", (layer,))
+    create_triggers(con, schema, layer)
+
+
+def drop_layer(con: sqlite3.Connection, schema: str, layer: str) -> None:
+    """Remove the layer, its R-tree and its registrations (a schema change rebuilds the layer)."""
+    con.execute(f"DROP TABLE IF EXISTS {schema}.{q(rtree_name(layer))}")
+    con.execute(f"DROP TABLE IF EXISTS {schema}.{q(layer)}")
+    for table in ("gpkg_extensions", "gpkg_geometry_columns", "gpkg_ogr_contents", "gpkg_contents"):
+        con.execute(f"DELETE FROM {schema}.{table} WHERE table_name = ?", (layer,))
+
+
+def drop_triggers(con: sqlite3.Connection, schema: str, layer: str) -> None:
+    for name in (*_trigger_sql(layer), *_count_trigger_sql(layer)):
+        con.execute(f"DROP TRIGGER IF EXISTS {schema}.{q(name)}")
+
+
+def create_triggers(con: sqlite3.Connection, schema: str, layer: str) -> None:
+    for name, body in {**_trigger_sql(layer), **_count_trigger_sql(layer)}.items():
+        con.execute(f"CREATE TRIGGER IF NOT EXISTS {schema}.{q(name)} {body}")
+
+
+def geometry_blobs(wkb: np.ndarray, bounds: np.ndarray, srid: int) -> list[bytes]:
+    """GeoPackage geometry blobs: the standard header (with the envelope) followed by the WKB."""
+    header = np.zeros(len(wkb), dtype=HEADER)
+    header["magic"] = b"GP"
+    header["flags"] = HEADER_FLAGS
+    header["srs_id"] = srid
+    header["envelope"] = bounds[:, [0, 2, 1, 3]]  # shapely (minx, miny, maxx, maxy) -> GPKG (minx, maxx, miny, maxy)
+    raw = memoryview(header.tobytes())
+    size = HEADER.itemsize
+    return [raw[i * size:(i + 1) * size].tobytes() + w for i, w in enumerate(wkb)]
+
+
+def refresh_contents(con: sqlite3.Connection, schema: str, layer: str) -> None:
+    """Set the layer's extent and last_change in gpkg_contents and its count in gpkg_ogr_contents, from the
+    R-tree (one pass over its leaves) and the table."""
+    r = q(rtree_name(layer))
+    con.execute(
+        f"UPDATE {schema}.gpkg_contents SET (min_x, min_y, max_x, max_y) = "
+        f"(SELECT min(minx), min(miny), max(maxx), max(maxy) FROM {schema}.{r}), "
+        "last_change = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE table_name = ?",
+        (layer,),
+    )
+    con.execute(
+        f"UPDATE {schema}.gpkg_ogr_contents SET feature_count = (SELECT count(*) FROM {schema}.{q(layer)}) "
+        "WHERE table_name = ?",
+        (layer,),
+    )

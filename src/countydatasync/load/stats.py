@@ -1,0 +1,120 @@
+"""The stats DB: run history and aggregates by land use, zoning, neighbourhood and tax district.
+
+Aggregates cover the parcels whose published version is current (not those held back by an error).
+A full run computes them with GROUP BY; an incremental run adds the difference its changes made, so
+unchanged parcels are never read again.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+from countydatasync.load.geopackage import q
+from countydatasync.load.working import COUNTED
+from countydatasync.sync.result import RunResult
+
+RUN_COLUMNS = ["run_id", "started_at", "finished_at", "status", "mode", "source", "extracted", "inserted",
+               "updated", "unchanged", "rejected", "deleted", "repaired", "duration_s", "message"]
+
+Deltas = dict[tuple[str, str], list[float]]
+
+
+def create_tables(con: sqlite3.Connection, schema: str, measures: Sequence[str]) -> None:
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {schema}.runs (run_id INTEGER PRIMARY KEY, started_at TEXT NOT NULL, "
+        "finished_at TEXT, status TEXT NOT NULL, mode TEXT NOT NULL, source TEXT, extracted INTEGER, "
+        "inserted INTEGER, updated INTEGER, unchanged INTEGER, rejected INTEGER, deleted INTEGER, "
+        "repaired INTEGER, duration_s REAL, message TEXT)"
+    )
+    con.execute(f"CREATE INDEX IF NOT EXISTS {schema}.ix_runs_started ON runs (started_at)")
+    measure_cols = "".join(f", {q(m + '_sum')} REAL, {q(m + '_count')} INTEGER, {q(m + '_mean')} REAL" for m in measures)
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {schema}.aggregates (dimension TEXT NOT NULL, value TEXT NOT NULL, "
+        f"parcel_count INTEGER NOT NULL{measure_cols}, PRIMARY KEY (dimension, value))"
+    )
+
+
+def drop_aggregates(con: sqlite3.Connection, schema: str) -> None:
+    con.execute(f"DROP TABLE IF EXISTS {schema}.aggregates")
+
+
+def next_run_id(con: sqlite3.Connection, schema: str) -> int:
+    return int(con.execute(f"SELECT coalesce(max(run_id), 0) + 1 FROM {schema}.runs").fetchone()[0])
+
+
+def record_run(con: sqlite3.Connection, schema: str, result: RunResult) -> None:
+    """Insert or replace the run's row in the history."""
+    values = [
+        result.run_id, result.started_at.isoformat(), result.finished_at.isoformat() if result.finished_at else None,
+        result.status, result.mode, result.source, result.extracted, result.inserted, result.updated,
+        result.unchanged, result.rejected, result.deleted, result.repaired, round(result.duration_s, 3), result.error,
+    ]
+    con.execute(f"INSERT OR REPLACE INTO {schema}.runs ({', '.join(RUN_COLUMNS)}) VALUES "
+                f"({', '.join('?' * len(RUN_COLUMNS))})", values)
+
+
+def _group_query(working: str, key_name: str, dimension: str, measures: Sequence[str], keyed: bool) -> str:
+    sums = "".join(f", sum({q(m)}), count({q(m)})" for m in measures)
+    where = f" AND {q(key_name)} IN (SELECT value FROM json_each(?))" if keyed else ""
+    return (f"SELECT coalesce(CAST({q(dimension)} AS TEXT), ''), count(*){sums} FROM {working}.parcels "
+            f"WHERE {COUNTED}{where} GROUP BY 1")
+
+
+def recompute(con: sqlite3.Connection, stats: str, working: str, key_name: str,
+              dimensions: Sequence[str], measures: Sequence[str]) -> None:
+    """Replace all aggregates with a GROUP BY over the working DB."""
+    con.execute(f"DELETE FROM {stats}.aggregates")
+    deltas: Deltas = {}
+    for dim in dimensions:
+        for row in con.execute(_group_query(working, key_name, dim, measures, keyed=False)):
+            deltas[(dim, row[0])] = [float(v or 0) for v in row[1:]]
+    apply_deltas(con, stats, deltas, measures)
+
+
+def contributions(con: sqlite3.Connection, working: str, key_name: str, keys: Iterable[str],
+                  dimensions: Sequence[str], measures: Sequence[str]) -> Deltas:
+    """What the given parcels currently add to each group."""
+    payload = json.dumps(list(keys))
+    out: Deltas = {}
+    for dim in dimensions:
+        for row in con.execute(_group_query(working, key_name, dim, measures, keyed=True), (payload,)):
+            out[(dim, row[0])] = [float(v or 0) for v in row[1:]]
+    return out
+
+
+def subtract(after: Deltas, before: Deltas) -> Deltas:
+    out: Deltas = defaultdict(lambda: [0.0] * len(next(iter(after.values() or before.values()))))
+    for key, values in after.items():
+        out[key] = [a + b for a, b in zip(out[key], values, strict=True)]
+    for key, values in before.items():
+        out[key] = [a - b for a, b in zip(out[key], values, strict=True)]
+    return dict(out)
+
+
+def merge(total: Deltas, more: Deltas) -> None:
+    for key, values in more.items():
+        current = total.get(key)
+        total[key] = values if current is None else [a + b for a, b in zip(current, values, strict=True)]
+
+
+def apply_deltas(con: sqlite3.Connection, stats: str, deltas: Deltas, measures: Sequence[str]) -> None:
+    """Add per-group differences (count, then sum and count per measure) and refresh the means."""
+    if not deltas:
+        return
+    cols = ["parcel_count"] + [c for m in measures for c in (f"{m}_sum", f"{m}_count")]
+    updates = ", ".join(f"{q(c)} = {q(c)} + excluded.{q(c)}" for c in cols)
+    con.executemany(
+        f"INSERT INTO {stats}.aggregates (dimension, value, {', '.join(q(c) for c in cols)}) VALUES "
+        f"(?, ?, {', '.join('?' * len(cols))}) ON CONFLICT (dimension, value) DO UPDATE SET {updates}",
+        [(dim, value, *values) for (dim, value), values in deltas.items()],
+    )
+    con.execute(f"DELETE FROM {stats}.aggregates WHERE parcel_count <= 0")
+    means = ", ".join(
+        f"{q(m + '_mean')} = CASE WHEN {q(m + '_count')} > 0 THEN {q(m + '_sum')} / {q(m + '_count')} END"
+        for m in measures
+    )
+    if means:
+        con.execute(f"UPDATE {stats}.aggregates SET {means}")

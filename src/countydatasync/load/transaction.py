@@ -1,0 +1,94 @@
+"""The run transaction: one SQLite connection over the three staging databases, committed once.
+
+The working DB is the main database; the geo and stats DBs are attached. In rollback-journal mode
+SQLite commits a transaction that spans attached databases atomically through a super-journal, and a
+process killed at any moment leaves hot journals that the next connection (ours, GDAL's or QGIS's)
+rolls back. So a run publishes all three databases or none, and the files stay single files (no WAL),
+which network shares need. Readers inside a read transaction keep their snapshot: the commit waits
+for them up to the busy timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+from types import TracebackType
+
+from countydatasync.errors import PublishError
+from countydatasync.settings import OutputSettings
+
+log = logging.getLogger(__name__)
+
+WORKING, GEO, STATS = "main", "geo", "stats"
+
+
+class StagingTransaction:
+    """Opens the staging databases and holds a write transaction on all three until commit or rollback."""
+
+    def __init__(self, output: OutputSettings, cache_mib: int = 64) -> None:
+        output.directory.mkdir(parents=True, exist_ok=True)
+        self.paths = {WORKING: output.working_path, GEO: output.geo_path, STATS: output.stats_path}
+        try:
+            self.con = sqlite3.connect(
+                self.paths[WORKING], isolation_level=None, timeout=output.busy_timeout_seconds,
+                check_same_thread=False,
+            )
+            self.con.execute("ATTACH DATABASE ? AS geo", (str(self.paths[GEO]),))
+            self.con.execute("ATTACH DATABASE ? AS stats", (str(self.paths[STATS]),))
+            for schema in (WORKING, GEO, STATS):
+                self._check_journal_mode(schema)
+                # FULL: a commit survives power loss, not only a killed process.
+                self.con.execute(f"PRAGMA {schema}.synchronous = FULL")
+                self.con.execute(f"PRAGMA {schema}.cache_size = -{cache_mib * 1024}")
+            self.con.execute("PRAGMA temp_store = FILE")
+            self.con.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise PublishError(f"cannot open the staging databases in {output.directory}: {exc}") from exc
+        self.open = True
+
+    def _check_journal_mode(self, schema: str) -> None:
+        mode = self.con.execute(f"PRAGMA {schema}.journal_mode").fetchone()[0]
+        if mode.lower() == "wal":
+            # Another tool switched the file to WAL; go back to a single-file rollback journal.
+            self.con.execute(f"PRAGMA {schema}.journal_mode = DELETE")
+            log.warning("%s was in WAL mode; switched back to rollback journal", self.paths[schema])
+
+    def commit(self) -> None:
+        try:
+            self.con.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            raise PublishError(
+                f"could not publish the staging databases ({exc}); a reader may hold one of them in a "
+                "long transaction. Nothing was published; the previous state is intact."
+            ) from exc
+        finally:
+            self.open = False
+
+    def rollback(self) -> None:
+        if self.open:
+            try:
+                self.con.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.exception("rollback failed; SQLite rolls the journals back at the next open")
+            self.open = False
+
+    def close(self) -> None:
+        self.rollback()
+        self.con.close()
+
+    def __enter__(self) -> StagingTransaction:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def staging_exists(output: OutputSettings) -> bool:
+    return all(p.is_file() and p.stat().st_size > 0 for p in (output.geo_path, output.stats_path, output.working_path))
+
+
+def remove_outputs(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)

@@ -1,0 +1,180 @@
+"""One batch through the transform: keys, geometry, attributes, derived fields, content hashes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+import shapely
+from pyproj import CRS
+
+from countydatasync.errors import ConfigError
+from countydatasync.extract.base import RAW_GEOM, RAW_KEY, RAW_MODIFIED, RAW_SRID
+from countydatasync.settings import ColumnSpec, Settings
+from countydatasync.transform.attributes import convert_attributes
+from countydatasync.transform.geometry import clean_geometries, known_epsg
+from countydatasync.transform.reasons import Reason, excerpt
+
+SQ_METRES_PER_ACRE = 4046.8564224
+ISSUE_COLUMNS = ["key", "source_row", "reason", "message", "excerpt", "severity"]
+
+
+@dataclass(frozen=True)
+class TransformPlan:
+    """What the transform needs from the settings, resolved once per run."""
+
+    key_name: str
+    columns: tuple[ColumnSpec, ...]
+    encoding: str
+    source_srid: int
+    output_srid: int
+    timezone: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TransformPlan:
+        src = settings.source
+        if src.srid is None:
+            raise ConfigError("source.srid is not set: give the EPSG code of the source coordinates")
+        output = settings.output.target_srid or src.srid
+        for code in {src.srid, output}:
+            if not known_epsg(code):
+                raise ConfigError(f"EPSG:{code} (source.srid / output.target_srid) is not a known CRS")
+        return cls(
+            key_name=src.key_name,
+            columns=tuple(settings.columns),
+            encoding=src.geometry_encoding,
+            source_srid=src.srid,
+            output_srid=output,
+            timezone=src.timezone,
+        )
+
+    @cached_property
+    def output_crs(self) -> CRS:
+        return CRS.from_epsg(self.output_srid)
+
+    @cached_property
+    def acres_per_square_unit(self) -> float | None:
+        """Acres in one square unit of the output CRS; None for geographic coordinates."""
+        crs = self.output_crs
+        if not crs.is_projected:
+            return None
+        metres = crs.axis_info[0].unit_conversion_factor
+        return metres * metres / SQ_METRES_PER_ACRE
+
+
+@dataclass
+class TransformedBatch:
+    """The loadable parcels of a batch (frame rows align with the geometry arrays) and its issues."""
+
+    parcels: pd.DataFrame  # key, carried columns, gis_acres, sync_note, source_modified
+    wkb: np.ndarray
+    bounds: np.ndarray  # (n, 4): minx, miny, maxx, maxy
+    attr_hash: np.ndarray
+    geom_hash: np.ndarray
+    issues: pd.DataFrame  # ISSUE_COLUMNS; severity "error" rows are the rejected ones
+    extracted: int
+    max_modified: pd.Timestamp | None
+
+    @property
+    def rejected(self) -> pd.DataFrame:
+        return self.issues[self.issues["severity"] == "error"]
+
+
+def normalize_keys(values: pd.Series) -> pd.Series:
+    """Keys as trimmed text; null and blank keys become NA. Integral floats lose their '.0'."""
+    if pd.api.types.is_float_dtype(values.dtype):
+        values = values.astype("Int64")
+    text = values.astype("string").str.strip()
+    return text.mask(text.eq("")).reset_index(drop=True)
+
+
+def _hash(frame: pd.DataFrame | pd.Series) -> np.ndarray:
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy().view(np.int64)
+
+
+def transform_batch(raw: pd.DataFrame, plan: TransformPlan, first_row: int = 0) -> TransformedBatch:
+    """Type, validate and normalize one raw batch. Pure: the same input always gives the same output.
+
+    `first_row` numbers the batch's rows within the run (`source_row` in the errors table), so a record
+    without a usable key can still be found.
+    """
+    n = len(raw)
+    raw = raw.reset_index(drop=True)
+    keys = normalize_keys(raw[RAW_KEY])
+    rows = np.arange(first_row, first_row + n)
+    reason = np.full(n, None, dtype=object)
+    message = np.full(n, None, dtype=object)
+    bad_value = np.full(n, None, dtype=object)
+
+    def flag(mask: np.ndarray, code: Reason | np.ndarray, text: np.ndarray | str, values: np.ndarray | None = None) -> None:
+        mask = mask & np.equal(reason, None)
+        reason[mask] = code if isinstance(code, Reason) else code[mask]
+        message[mask] = text if isinstance(text, str) else text[mask]
+        if values is not None:
+            bad_value[mask] = values[mask]
+
+    null_key = keys.isna().to_numpy()
+    flag(null_key, Reason.NULL_KEY, "parcel key is null or blank", raw[RAW_KEY].to_numpy(dtype=object))
+    dup = keys.duplicated(keep=False).to_numpy() & ~null_key
+    flag(dup, Reason.DUPLICATE_KEY, "parcel key occurs more than once in the source")
+
+    geo = clean_geometries(
+        raw[RAW_GEOM], plan.encoding, plan.source_srid, plan.output_srid, raw.get(RAW_SRID)
+    )
+    geom_values = raw[RAW_GEOM].to_numpy(dtype=object)
+    flag(geo.rejected, geo.reasons, geo.messages, geom_values)
+
+    attrs = convert_attributes(raw, list(plan.columns), plan.timezone)
+    bad_attr = attrs.bad
+    attr_text = np.array(
+        [f"column {c}: value {excerpt(v)!r} is not a valid value" for c, v in zip(attrs.bad_column, attrs.bad_value, strict=True)],
+        dtype=object,
+    ) if bad_attr.any() else np.full(n, None, dtype=object)
+    flag(bad_attr, Reason.BAD_ATTRIBUTE, attr_text, attrs.bad_value)
+
+    rejected = np.not_equal(reason, None)
+    good = ~rejected
+    repaired = good & np.equal(geo.reasons, Reason.INVALID_GEOMETRY_REPAIRED)
+
+    issues = pd.DataFrame(
+        {
+            "key": keys.to_numpy(dtype=object, na_value=None),
+            "source_row": rows,
+            "reason": [str(r) if r is not None else None for r in np.where(rejected, reason, geo.reasons)],
+            "message": np.where(rejected, message, geo.messages),
+            "excerpt": [excerpt(v) for v in np.where(rejected, bad_value, None)],
+        }
+    )
+    issues = issues[rejected | repaired].reset_index(drop=True)
+    issues["severity"] = np.where(issues["reason"] == Reason.INVALID_GEOMETRY_REPAIRED.value, "warning", "error")
+
+    geoms = geo.geoms[good]
+    parcels = attrs.frame[good].reset_index(drop=True)
+    attr_hash = _hash(parcels) if len(parcels) else np.empty(0, dtype=np.int64)
+    wkb = shapely.to_wkb(geoms) if len(geoms) else np.empty(0, dtype=object)
+    geom_hash = _hash(pd.Series(wkb, dtype=object)) if len(geoms) else np.empty(0, dtype=np.int64)
+    parcels.insert(0, plan.key_name, keys[good].to_numpy(dtype=object))
+    factor = plan.acres_per_square_unit
+    parcels["gis_acres"] = np.round(shapely.area(geoms) * factor, 4) if factor and len(geoms) else np.nan
+    parcels["sync_note"] = np.where(repaired[good], Reason.INVALID_GEOMETRY_REPAIRED.value, None)
+
+    max_modified = None
+    if RAW_MODIFIED in raw:
+        stamps = pd.to_datetime(raw[RAW_MODIFIED], errors="coerce", format="ISO8601")
+        parcels["source_modified"] = raw[RAW_MODIFIED][good].astype("string").to_numpy(dtype=object, na_value=None)
+        max_modified = stamps.max() if stamps.notna().any() else None
+    else:
+        parcels["source_modified"] = None
+
+    return TransformedBatch(
+        parcels=parcels,
+        wkb=wkb,
+        bounds=shapely.bounds(geoms) if len(geoms) else np.empty((0, 4)),
+        attr_hash=attr_hash,
+        geom_hash=geom_hash,
+        issues=issues,
+        extracted=n,
+        max_modified=max_modified,
+    )
