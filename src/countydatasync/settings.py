@@ -68,7 +68,7 @@ def _sample_columns() -> list[ColumnSpec]:
         ("LegalDesc", "legal_description", "text"),
         ("ExemptionCode", "exemption_code", "text"),
         ("TaxYear", "tax_year", "integer"),
-        ("LastModified", "source_modified", "datetime"),
+        ("LastModified", "last_modified", "datetime"),
     ]
     return [ColumnSpec(source=s, name=n, type=t) for s, n, t in pairs]  # type: ignore[arg-type]
 
@@ -200,7 +200,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         names = [c.name for c in self.columns]
-        reserved = {self.source.key_name, "fid", "geom", "sync_status", "sync_note", "gis_acres"}
+        reserved = {self.source.key_name, "fid", "geom", "sync_note", "gis_acres", "sync_status", "sync_reason",
+                    "sync_message", "attr_hash", "geom_hash", "first_seen", "source_modified", "last_changed",
+                    "last_synced", "last_run_id", "in_geo"}
         clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & reserved))
         if clash:
             raise ValueError(f"output column names used twice or reserved: {', '.join(clash)}")

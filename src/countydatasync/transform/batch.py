@@ -76,6 +76,7 @@ class TransformedBatch:
     issues: pd.DataFrame  # ISSUE_COLUMNS; severity "error" rows are the rejected ones
     extracted: int
     max_modified: pd.Timestamp | None
+    modified_style: str = "datetime"  # how the source writes timestamps: "T" or " " for text, else "datetime"
 
     @property
     def rejected(self) -> pd.DataFrame:
@@ -160,8 +161,11 @@ def transform_batch(raw: pd.DataFrame, plan: TransformPlan, first_row: int = 0) 
     parcels["gis_acres"] = np.round(shapely.area(geoms) * factor, 4) if factor and len(geoms) else np.nan
     parcels["sync_note"] = np.where(repaired[good], Reason.INVALID_GEOMETRY_REPAIRED.value, None)
 
-    max_modified = None
+    max_modified, style = None, "datetime"
     if RAW_MODIFIED in raw:
+        sample = raw[RAW_MODIFIED].dropna()
+        if len(sample) and isinstance(sample.iloc[0], str):
+            style = "T" if "T" in sample.iloc[0] else " "
         stamps = pd.to_datetime(raw[RAW_MODIFIED], errors="coerce", format="ISO8601")
         parcels["source_modified"] = raw[RAW_MODIFIED][good].astype("string").to_numpy(dtype=object, na_value=None)
         max_modified = stamps.max() if stamps.notna().any() else None
@@ -177,4 +181,5 @@ def transform_batch(raw: pd.DataFrame, plan: TransformPlan, first_row: int = 0) 
         issues=issues,
         extracted=n,
         max_modified=max_modified,
+        modified_style=style,
     )

@@ -1,0 +1,331 @@
+"""Applying transformed batches to the staging databases inside the run transaction.
+
+Each parcel of a batch is classified against the working DB by its content hashes: new parcels are
+inserted, changed ones updated (with the changed fields in the change log), unchanged ones are not
+written at all. Rejected parcels get status `error` with their reason, and the geo DB keeps their last
+good version, flagged. Aggregates move by the difference the batch made.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from countydatasync.load import geopackage, stats, working
+from countydatasync.load.geopackage import q
+from countydatasync.load.transaction import GEO, STATS, WORKING
+from countydatasync.settings import Settings
+from countydatasync.transform import Reason, TransformedBatch, TransformPlan
+from countydatasync.transform.batch import normalize_keys
+
+
+def storage_values(frame: pd.DataFrame, names: list[str]) -> list[list[object]]:
+    """Columns as lists of plain Python values (None for missing) that sqlite3 can bind."""
+    return [frame[n].astype(object).where(frame[n].notna(), None).tolist() for n in names]
+
+
+class Publisher:
+    """Writes a run's batches; one per run, bound to the run's transaction."""
+
+    def __init__(self, con: sqlite3.Connection, settings: Settings, plan: TransformPlan, run_id: int,
+                 now: str, force: bool) -> None:
+        self.con, self.plan, self.run_id, self.now, self.force = con, plan, run_id, now, force
+        self.key = plan.key_name
+        self.layer = settings.output.layer
+        self.attrs = [c.name for c in settings.columns] + ["gis_acres"]
+        self.dimensions, self.measures = settings.stats.dimensions, settings.stats.measures
+        self.counts = dict.fromkeys(("extracted", "inserted", "updated", "unchanged", "rejected", "deleted",
+                                     "repaired"), 0)
+        self.deltas: stats.Deltas = {}
+        self.initial = con.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {WORKING}.parcels)").fetchone()[0] == 1
+        # On a first or forced run the aggregates are computed once at the end instead of per batch.
+        self.recompute = self.initial or force
+        self.late_duplicates: set[str] = set()
+        self.changed_keys: list[str] = []  # inserted or updated (for `status`, which marks them pending)
+        self.deleted_keys: list[str] = []
+        seq = con.execute(f"SELECT seq FROM {GEO}.sqlite_sequence WHERE name = ?", (self.layer,)).fetchone()
+        top = con.execute(f"SELECT max(fid) FROM {GEO}.{q(self.layer)}").fetchone()[0]
+        self.next_fid = max(seq[0] if seq else 0, top or 0) + 1
+        con.execute(f"CREATE TEMP TABLE IF NOT EXISTS seen ({q(self.key)} TEXT PRIMARY KEY)")
+        con.execute("DELETE FROM temp.seen")
+        geopackage.drop_triggers(con, GEO, self.layer)
+
+    # --- one batch -----------------------------------------------------------------------------------
+    def apply(self, batch: TransformedBatch) -> None:
+        self.counts["extracted"] += batch.extracted
+        issues = batch.issues.copy()
+        parcels, keep = batch.parcels, np.ones(len(batch.parcels), dtype=bool)
+        later = self._mark_seen(parcels[self.key].tolist(), issues)
+        if later:
+            # Same key as a parcel loaded from an earlier batch (keys that differ only in spacing or type).
+            keep = ~parcels[self.key].isin(list(later)).to_numpy()
+            moved = parcels.loc[~keep, [self.key]].rename(columns={self.key: "key"})
+            moved = moved.assign(source_row=None, reason=Reason.DUPLICATE_KEY.value, excerpt=None, severity="error",
+                                 message="parcel key occurs more than once in the source (in another batch)")
+            issues = pd.concat([issues, moved], ignore_index=True)
+            self.late_duplicates |= later
+        parcels = parcels[keep].reset_index(drop=True)
+        wkb, bounds = batch.wkb[keep], batch.bounds[keep]
+        attr_hash, geom_hash = batch.attr_hash[keep], batch.geom_hash[keep]
+
+        rejected = issues[issues["severity"] == "error"]
+        self.counts["rejected"] += len(rejected)
+        self.counts["repaired"] += int((parcels["sync_note"] == Reason.INVALID_GEOMETRY_REPAIRED.value).sum())
+        error_keys = rejected.dropna(subset=["key"]).drop_duplicates("key")
+        keys = parcels[self.key].tolist()
+        touched = keys + error_keys["key"].tolist()
+        prev = pd.DataFrame(columns=["attr_hash", "geom_hash", "sync_status", "in_geo"])
+        if not self.initial and touched:
+            prev = working.previous_versions(self.con, WORKING, self.key, touched)
+        before = {} if self.recompute else stats.contributions(
+            self.con, WORKING, self.key, prev.index, self.dimensions, self.measures)
+
+        exists = parcels[self.key].isin(prev.index).to_numpy()
+        old = prev.reindex(parcels[self.key])
+        # Rows kept only for a status (error or pending placeholders) have no content hash yet.
+        had_content = exists & old["attr_hash"].notna().to_numpy()
+        same = (had_content & (old["attr_hash"].to_numpy() == attr_hash) & (old["geom_hash"].to_numpy() == geom_hash)
+                & (old["sync_status"].to_numpy() == "synced") & (old["in_geo"].to_numpy() == 1))
+        same &= not self.force
+        in_geo = exists & (old["in_geo"].to_numpy() == 1)
+        write = ~same
+        self.counts["unchanged"] += int(same.sum())
+        self.counts["inserted"] += int((~had_content).sum())
+        self.counts["updated"] += int((had_content & ~same).sum())
+
+        rows = parcels.assign(_attr=attr_hash, _geom=geom_hash)
+        self._log_changes(rows[had_content & ~same], old[had_content & ~same])
+        self.con.executemany(
+            f"INSERT INTO {WORKING}.change_log (run_id, {q(self.key)}, action, changed_fields, at) "
+            "VALUES (?, ?, 'insert', NULL, ?)",
+            [(self.run_id, k, self.now) for k in parcels[self.key][~had_content]])
+        self.changed_keys.extend(parcels[self.key][write].tolist())
+        self._write_geo(rows, wkb, bounds, write & ~in_geo, write & in_geo)
+        self._write_working(rows, write & ~exists, write & exists)
+        self._write_errors(error_keys, prev)
+        self._record_issues(issues)
+        if not self.recompute:
+            after = stats.contributions(self.con, WORKING, self.key, touched, self.dimensions, self.measures)
+            stats.merge(self.deltas, stats.subtract(after, before))
+
+    def _mark_seen(self, keys: list[str], issues: pd.DataFrame) -> set[str]:
+        """Record this batch's keys; return those an earlier batch of this run already had.
+
+        Rows of one key always arrive in one batch, so a key seen before differs from an earlier one only
+        in spacing or type (' 123', 123 and '123' all normalize to '123')."""
+        all_keys = list(dict.fromkeys(keys + issues["key"].dropna().tolist()))
+        payload = json.dumps(all_keys)
+        top = self.con.execute("SELECT coalesce(max(rowid), 0) FROM temp.seen").fetchone()[0]
+        before = self.con.total_changes
+        self.con.execute("INSERT OR IGNORE INTO temp.seen SELECT value FROM json_each(?)", (payload,))
+        if self.con.total_changes - before == len(all_keys):
+            return set()
+        return {r[0] for r in self.con.execute(
+            f"SELECT {q(self.key)} FROM temp.seen WHERE rowid <= ? AND {q(self.key)} IN "
+            "(SELECT value FROM json_each(?))", (top, payload))}
+
+    def _log_changes(self, new: pd.DataFrame, old: pd.DataFrame) -> None:
+        if new.empty:
+            return
+        stored = self.con.execute(
+            f"SELECT {q(self.key)}, {', '.join(q(a) for a in self.attrs)} FROM {WORKING}.parcels "
+            f"WHERE {q(self.key)} IN (SELECT value FROM json_each(?))",
+            (json.dumps(new[self.key].tolist()),),
+        ).fetchall()
+        before = {r[0]: r[1:] for r in stored}
+        after = zip(new[self.key].tolist(), *storage_values(new, self.attrs), strict=True)
+        geom_changed = dict(zip(new[self.key], new["_geom"].to_numpy() != old["geom_hash"].to_numpy(), strict=True))
+        entries = []
+        for key, *values in after:
+            prior = before.get(key, (None,) * len(values))
+            fields = [a for a, v, p in zip(self.attrs, values, prior, strict=True) if v != p and a != "gis_acres"]
+            if geom_changed[key]:
+                fields.append("geometry")
+            if fields:
+                entries.append((self.run_id, key, "update", json.dumps(fields), self.now))
+        self.con.executemany(
+            f"INSERT INTO {WORKING}.change_log (run_id, {q(self.key)}, action, changed_fields, at) VALUES (?, ?, ?, ?, ?)",
+            entries,
+        )
+
+    def _write_geo(self, rows: pd.DataFrame, wkb: np.ndarray, bounds: np.ndarray, insert: np.ndarray,
+                   update: np.ndarray) -> None:
+        geo_cols = [name for name, _ in geopackage.layer_columns(self.key, [])][:1] + self.attrs
+        t, r = f"{GEO}.{q(self.layer)}", f"{GEO}.{q(geopackage.rtree_name(self.layer))}"
+        srid = self.plan.output_srid
+        if insert.any():
+            n = int(insert.sum())
+            fids = list(range(self.next_fid, self.next_fid + n))
+            self.next_fid += n
+            blobs = geopackage.geometry_blobs(wkb[insert], bounds[insert], srid)
+            values = storage_values(rows[insert], geo_cols + ["sync_note"])
+            cols = ", ".join(q(c) for c in ["fid", "geom", *geo_cols, "sync_status", "sync_note"])
+            marks = ", ".join("?" * (len(geo_cols) + 4))
+            self.con.executemany(
+                f"INSERT INTO {t} ({cols}) VALUES ({marks})",
+                zip(fids, blobs, *values[:-1], ["synced"] * n, values[-1], strict=True),
+            )
+            b = bounds[insert]
+            self.con.executemany(f"INSERT INTO {r} VALUES (?, ?, ?, ?, ?)",
+                                 zip(fids, b[:, 0].tolist(), b[:, 2].tolist(), b[:, 1].tolist(), b[:, 3].tolist()))
+        if update.any():
+            n = int(update.sum())
+            blobs = geopackage.geometry_blobs(wkb[update], bounds[update], srid)
+            values = storage_values(rows[update], geo_cols[1:] + ["sync_note", self.key])
+            sets = ", ".join(f"{q(c)} = ?" for c in ["geom", *geo_cols[1:], "sync_status", "sync_note"])
+            self.con.executemany(
+                f"UPDATE {t} SET {sets} WHERE {q(self.key)} = ?",
+                zip(blobs, *values[:-2], ["synced"] * n, values[-2], values[-1], strict=True),
+            )
+            b = bounds[update]
+            self.con.executemany(
+                f"UPDATE {r} SET minx = ?, maxx = ?, miny = ?, maxy = ? WHERE id = "
+                f"(SELECT fid FROM {t} WHERE {q(self.key)} = ?)",
+                zip(b[:, 0].tolist(), b[:, 2].tolist(), b[:, 1].tolist(), b[:, 3].tolist(), values[-1], strict=True),
+            )
+
+    def _write_working(self, rows: pd.DataFrame, insert: np.ndarray, update: np.ndarray) -> None:
+        status = ["sync_status", "sync_reason", "sync_message", "attr_hash", "geom_hash", "source_modified",
+                  "last_changed", "last_synced", "last_run_id", "in_geo"]
+        if insert.any():
+            self._working_rows(rows[insert], status + ["first_seen"], "insert")
+        if update.any():
+            self._working_rows(rows[update], status, "update")
+
+    def _working_rows(self, rows: pd.DataFrame, status: list[str], how: str) -> None:
+        n = len(rows)
+        note = rows["sync_note"].astype(object).where(rows["sync_note"].notna(), None).tolist()
+        message = [("geometry was invalid and has been repaired" if v else None) for v in note]
+        extra = {
+            "sync_status": ["synced"] * n, "sync_reason": note, "sync_message": message,
+            "attr_hash": rows["_attr"].tolist(), "geom_hash": rows["_geom"].tolist(),
+            "source_modified": rows["source_modified"].tolist(), "last_changed": [self.now] * n,
+            "last_synced": [self.now] * n, "last_run_id": [self.run_id] * n, "in_geo": [1] * n,
+            "first_seen": [self.now] * n,
+        }
+        names = [self.key, *self.attrs]
+        values = storage_values(rows, names) + [extra[c] for c in status]
+        cols = names + status
+        if how == "insert":
+            self.con.executemany(
+                f"INSERT INTO {WORKING}.parcels ({', '.join(q(c) for c in cols)}) VALUES ({', '.join('?' * len(cols))})",
+                zip(*values, strict=True),
+            )
+        else:
+            sets = ", ".join(f"{q(c)} = ?" for c in cols[1:])
+            self.con.executemany(f"UPDATE {WORKING}.parcels SET {sets} WHERE {q(self.key)} = ?",
+                                 zip(*values[1:], values[0], strict=True))
+
+    def _write_errors(self, errors: pd.DataFrame, prev: pd.DataFrame) -> None:
+        """Status `error` for rejected parcels; the geo DB keeps (and flags) their last good version."""
+        if errors.empty:
+            return
+        known = errors["key"].isin(prev.index).to_numpy()
+        params = list(zip(errors["reason"], errors["message"], errors["key"], strict=True))
+        self.con.executemany(
+            f"UPDATE {WORKING}.parcels SET sync_status = 'error', sync_reason = ?, sync_message = ?, "
+            f"last_run_id = {self.run_id} WHERE {q(self.key)} = ?",
+            [p for p, k in zip(params, known, strict=True) if k],
+        )
+        self.con.executemany(
+            f"INSERT INTO {WORKING}.parcels ({q(self.key)}, sync_status, sync_reason, sync_message, first_seen, "
+            f"last_run_id, in_geo) VALUES (?, 'error', ?, ?, ?, {self.run_id}, 0)",
+            [(k, r, m, self.now) for (r, m, k), kn in zip(params, known, strict=True) if not kn],
+        )
+        self.con.executemany(
+            f"UPDATE {GEO}.{q(self.layer)} SET sync_status = 'error', sync_note = ? WHERE {q(self.key)} = ?",
+            [(r, k) for r, _, k in params],
+        )
+
+    def _record_issues(self, issues: pd.DataFrame) -> None:
+        if issues.empty:
+            return
+        cols = ["key", "source_row", "reason", "message", "excerpt", "severity"]
+        self.con.executemany(
+            f"INSERT INTO {WORKING}.errors (run_id, {q(self.key)}, source_row, reason, message, excerpt, severity) "
+            f"VALUES ({self.run_id}, ?, ?, ?, ?, ?, ?)",
+            zip(*storage_values(issues, cols), strict=True),
+        )
+
+    # --- after the last batch ------------------------------------------------------------------------
+    def load_source_keys(self, chunks: Iterable[pd.Series]) -> None:
+        """Keep the source's full key set (normalized key -> key as stored) for delete reconciliation."""
+        self.con.execute(f"CREATE TEMP TABLE IF NOT EXISTS source_keys ({q(self.key)} TEXT PRIMARY KEY, raw)")
+        self.con.execute("DELETE FROM temp.source_keys")
+        for raw in chunks:
+            norm = normalize_keys(raw)
+            self.con.executemany("INSERT OR IGNORE INTO temp.source_keys VALUES (?, ?)",
+                                 zip(norm.tolist(), raw.tolist(), strict=True))
+
+    def keys_to_recheck(self) -> list[object]:
+        """Source keys this run has not read yet that need reading: parcels the staging DBs lack, and those
+        in error or pending (their fix may not have touched the modified timestamp)."""
+        k = q(self.key)
+        rows = self.con.execute(
+            f"SELECT raw FROM temp.source_keys s WHERE s.{k} NOT IN (SELECT {k} FROM temp.seen) AND ("
+            f"s.{k} NOT IN (SELECT {k} FROM {WORKING}.parcels) OR s.{k} IN (SELECT {k} FROM {WORKING}.parcels "
+            "WHERE sync_status != 'synced'))"
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def delete_absent(self, present: str) -> None:
+        """Remove the parcels whose key is not in the temp table `present` (seen, or source_keys)."""
+        k = q(self.key)
+        keys = [r[0] for r in self.con.execute(
+            f"SELECT {k} FROM {WORKING}.parcels WHERE {k} NOT IN (SELECT {k} FROM temp.{present})")]
+        if not keys:
+            return
+        payload = json.dumps(keys)
+        before = {} if self.recompute else stats.contributions(
+            self.con, WORKING, self.key, keys, self.dimensions, self.measures)
+        t = f"{GEO}.{q(self.layer)}"
+        in_keys = f"{k} IN (SELECT value FROM json_each(?))"
+        self.con.execute(f"DELETE FROM {GEO}.{q(geopackage.rtree_name(self.layer))} WHERE id IN "
+                         f"(SELECT fid FROM {t} WHERE {in_keys})", (payload,))
+        self.con.execute(f"DELETE FROM {t} WHERE {in_keys}", (payload,))
+        self.con.execute(f"DELETE FROM {WORKING}.parcels WHERE {in_keys}", (payload,))
+        self.con.executemany(
+            f"INSERT INTO {WORKING}.change_log (run_id, {k}, action, changed_fields, at) VALUES (?, ?, 'delete', NULL, ?)",
+            [(self.run_id, key, self.now) for key in keys])
+        self.counts["deleted"] += len(keys)
+        self.deleted_keys.extend(keys)
+        stats.merge(self.deltas, stats.subtract({}, before))
+
+    def _demote_late_duplicates(self) -> None:
+        """A key met again in a later batch: the copy loaded earlier is an error too."""
+        k = q(self.key)
+        for key in sorted(self.late_duplicates):
+            row = self.con.execute(f"SELECT sync_status, last_run_id FROM {WORKING}.parcels WHERE {k} = ?",
+                                   (key,)).fetchone()
+            if row is None or row[0] == "error":
+                continue
+            inserted = self.con.execute(
+                f"SELECT 1 FROM {WORKING}.change_log WHERE run_id = ? AND {k} = ? AND action = 'insert'",
+                (self.run_id, key)).fetchone()
+            loaded_as = "inserted" if inserted else "updated" if row[1] == self.run_id else "unchanged"
+            before = {} if self.recompute else stats.contributions(
+                self.con, WORKING, self.key, [key], self.dimensions, self.measures)
+            self.counts[loaded_as] -= 1
+            self.counts["rejected"] += 1
+            reason, message = Reason.DUPLICATE_KEY.value, "parcel key occurs more than once in the source"
+            self._write_errors(pd.DataFrame({"key": [key], "reason": [reason], "message": [message]}),
+                               pd.DataFrame(index=[key]))
+            self._record_issues(pd.DataFrame({"key": [key], "source_row": [None], "reason": [reason],
+                                              "message": [message + " (copy loaded from an earlier batch)"],
+                                              "excerpt": [None], "severity": ["error"]}))
+            stats.merge(self.deltas, stats.subtract({}, before))
+
+    def finish(self) -> None:
+        """Settle duplicates across batches, the aggregates, and the GeoPackage's triggers and contents."""
+        self._demote_late_duplicates()
+        if self.recompute:
+            stats.create_tables(self.con, STATS, self.measures)
+            stats.recompute(self.con, STATS, WORKING, self.key, self.dimensions, self.measures)
+        else:
+            stats.apply_deltas(self.con, STATS, self.deltas, self.measures)
+        geopackage.create_triggers(self.con, GEO, self.layer)
+        geopackage.refresh_contents(self.con, GEO, self.layer)
