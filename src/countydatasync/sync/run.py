@@ -54,6 +54,16 @@ def run_sync(settings: Settings, *, full: bool = False, dry_run: bool = False,
         return _Run(settings, full, dry_run, progress).execute()
 
 
+def detect_changes(settings: Settings, progress: ProgressCallback = _no_progress
+                   ) -> tuple[RunResult, list[str], list[str]]:
+    """A dry run that also returns the keys it would insert or update, and those it would delete."""
+    with run_lock(settings.output.directory):
+        run = _Run(settings, False, True, progress)
+        result = run.execute()
+        assert run.publisher is not None
+        return result, run.publisher.changed_keys, run.publisher.deleted_keys
+
+
 class _Run:
     def __init__(self, settings: Settings, full: bool, dry_run: bool, progress: ProgressCallback) -> None:
         self.settings, self.full, self.dry_run, self.progress = settings, full, dry_run, progress
