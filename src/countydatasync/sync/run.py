@@ -215,21 +215,23 @@ class _Run:
             result.error = str(exc) if isinstance(exc, CountyDataSyncError) else f"{type(exc).__name__}: {exc}"
 
 
+FAILED_RUNS = "failed_runs.jsonl"
+
+
 def _record_failure(settings: Settings, result: RunResult) -> None:
-    """Keep a failed run in the history (its data was rolled back); never mask the original error."""
+    """Append a failed run to failed_runs.jsonl beside the staging databases, which a failed run leaves
+    byte-identical; never mask the original error."""
     try:
         settings.output.directory.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(settings.output.stats_path, timeout=settings.output.busy_timeout_seconds)
-        try:
-            with con:
-                stats.create_tables(con, "main", settings.stats.measures)
-                if result.run_id == 0:
-                    result.run_id = stats.next_run_id(con, "main")
-                stats.record_run(con, "main", result)
-        finally:
-            con.close()
+        record = {name: getattr(result, name) for name in (
+            "run_id", "mode", "source", "status", "extracted", "inserted", "updated", "unchanged", "rejected",
+            "deleted", "repaired", "error")}
+        record |= {"started_at": result.started_at.isoformat(),
+                   "finished_at": result.finished_at.isoformat() if result.finished_at else None}
+        with (settings.output.directory / FAILED_RUNS).open("a", encoding="utf-8") as out:
+            out.write(json.dumps(record) + "\n")
     except Exception:
-        log.exception("could not record the failed run in the stats DB")
+        log.exception("could not record the failed run")
 
 
 def _summary(result: RunResult) -> str:
