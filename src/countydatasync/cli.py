@@ -23,7 +23,7 @@ from countydatasync.sync.result import RunResult
 app = typer.Typer(help="Keep staging copies of a county's MasterParcels table in sync.", no_args_is_help=True,
                   add_completion=False)
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger(__name__)
 
 ConfigOption = Annotated[
