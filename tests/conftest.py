@@ -35,9 +35,9 @@ def source_copy(sample_db: Path, tmp_path: Path) -> Path:
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     """Settings for a source file and a fresh staging folder under the test's tmp dir."""
 
-    def make(source: Path, **overrides: object) -> Settings:
+    def make(source_path: Path, **overrides: object) -> Settings:
         values: dict[str, object] = {
-            "source": {"url": f"sqlite:///{source}", "batch_size": 700},
+            "source": {"url": f"sqlite:///{source_path}", "batch_size": 700},
             "output": {"directory": tmp_path / "staging"},
         }
         for section, fields in overrides.items():
