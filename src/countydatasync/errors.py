@@ -35,3 +35,7 @@ class PublishError(CountyDataSyncError):
 
 class RunLockedError(CountyDataSyncError):
     """Another sync holds the run lock."""
+
+
+class CredentialStoreError(CountyDataSyncError):
+    """The OS credential store (keyring) is missing or refused to store or remove a password."""

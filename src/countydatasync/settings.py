@@ -179,6 +179,57 @@ class OutputSettings(BaseModel):
         return self.directory / self.working_db
 
 
+class LoggingSettings(BaseModel):
+    """Where the service writes its log; the CLI and the server set this up once at start."""
+
+    file: Path = Field(default=Path("logs/countydatasync.log"), description="Log file (rotated by size).")
+    max_bytes: int = Field(default=10_000_000, ge=0, description="Rotate the log file at this size (0: never).")
+    backup_count: int = Field(default=5, ge=0, description="Rotated log files kept beside the current one.")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Lowest level written to the file and the console."
+    )
+    json_lines: bool = Field(
+        default=False, description="Write the log file as JSON lines (one object per record) for log shippers."
+    )
+
+
+class AlertSettings(BaseModel):
+    """E-mail alerts for failed runs and runs that reject too many rows. Off until smtp_host and to are set."""
+
+    smtp_host: str | None = Field(default=None, description="SMTP server; empty disables alerts.")
+    smtp_port: int = Field(default=587, ge=1, le=65535, description="SMTP port (587 STARTTLS, 465 SSL, 25 none).")
+    security: Literal["starttls", "ssl", "none"] = Field(
+        default="starttls", description="starttls (upgrade after connecting), ssl (TLS from the start) or none."
+    )
+    ca_file: Path | None = Field(
+        default=None, description="PEM file of the CA that signed the SMTP server's certificate, when it is "
+        "not in the system's trust store (an internal CA)."
+    )
+    username: str | None = Field(default=None, description="SMTP login; empty sends without logging in.")
+    password: SecretStr | None = Field(
+        default=None, description="SMTP password. Prefer CDS_ALERTS__PASSWORD or .env to writing it here."
+    )
+    sender: str = Field(default="countydatasync@localhost", description="From address.")
+    to: list[str] = Field(default=[], description="Recipients.")
+    subject_prefix: str = Field(default="[CountyDataSync]", description="Start of every alert's subject.")
+    on_failure: bool = Field(default=True, description="Send an alert when a run fails.")
+    max_rejected_rows: int | None = Field(
+        default=None, ge=0, description="Alert when a run rejects more rows than this; empty: no count limit."
+    )
+    max_rejected_share: float | None = Field(
+        default=0.05, ge=0, le=1, description="Alert when a run rejects more than this share of the rows it "
+        "extracted (0.05 = 5%); empty: no share limit."
+    )
+    repeat_minutes: float = Field(
+        default=60.0, ge=0, description="An identical alert is not sent again within this many minutes."
+    )
+    timeout_seconds: float = Field(default=30.0, gt=0, description="SMTP connection and command timeout.")
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.smtp_host and self.to)
+
+
 class Settings(BaseSettings):
     """Everything a run needs. Each field has a default and help text; `countydatasync init` writes them out."""
 
@@ -196,6 +247,8 @@ class Settings(BaseSettings):
     )
     stats: StatsSettings = Field(default_factory=StatsSettings, description="Aggregates in the stats DB.")
     output: OutputSettings = Field(default_factory=OutputSettings, description="The staging databases.")
+    logging: LoggingSettings = Field(default_factory=LoggingSettings, description="The log file.")
+    alerts: AlertSettings = Field(default_factory=AlertSettings, description="E-mail alerts.")
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -246,9 +299,12 @@ def load_settings(config: Path | None = None, env_file: Path | None = Path(".env
         model_config = SettingsConfigDict(toml_file=path if path.is_file() else None)
 
     try:
-        return _FromFile(_env_file=env_file if env_file and env_file.is_file() else None)  # type: ignore[call-arg]
+        settings = _FromFile(_env_file=env_file if env_file and env_file.is_file() else None)  # type: ignore[call-arg]
     except ValueError as exc:
         raise ConfigError(f"invalid settings ({path if path.is_file() else 'defaults'}): {exc}") from exc
+    from countydatasync.ops.credentials import complete_settings  # passwords from the OS store, .env check
+
+    return complete_settings(settings, env_file)
 
 
 def _toml_value(value: object) -> str:

@@ -1,0 +1,209 @@
+"""E-mail alerts: a failed run, or a run that rejected too many rows, should reach a person.
+
+The service runs unattended on a schedule, so a source that stays down would send the same e-mail every
+fifteen minutes; an identical alert is held back for `alerts.repeat_minutes` (the last-sent time of each
+alert's fingerprint is kept in a small JSON file beside the log). A successful run clears the failure
+fingerprints, so the next failure is news again. Sending never raises: an SMTP outage is logged and the
+run's own error stays the one the caller sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import smtplib
+import ssl
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+
+from countydatasync.ops.redact import redact
+from countydatasync.settings import AlertSettings, Settings
+from countydatasync.sync.result import RunResult
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "alerts_state.json"
+
+
+def alert_state_path(settings: Settings) -> Path:
+    """Where sent-alert fingerprints are kept: beside the log file."""
+    return settings.logging.file.parent / STATE_FILE
+
+
+def rejection_exceeded(alerts: AlertSettings, result: RunResult) -> bool:
+    """True when the run rejected more rows than the configured count or share allows."""
+    if alerts.max_rejected_rows is not None and result.rejected > alerts.max_rejected_rows:
+        return True
+    if alerts.max_rejected_share is not None and result.extracted:
+        return result.rejected / result.extracted > alerts.max_rejected_share
+    return False
+
+
+def _secrets(settings: Settings) -> list[str | None]:
+    found = [s.get_secret_value() if s else None for s in (settings.source.password, settings.alerts.password)]
+    return found
+
+
+def compose_alert(settings: Settings, result: RunResult | None, error: BaseException | None) -> EmailMessage:
+    """The alert for a failed run (`error` set) or a run over the rejection threshold, secrets removed."""
+    alerts = settings.alerts
+    failed = error is not None or (result is not None and result.status == "failed")
+    what = "sync failed" if failed else "sync rejected too many rows"
+    lines = [f"CountyDataSync: {what}.", ""]
+    if error is not None:
+        lines += [f"Error: {type(error).__name__}: {error}", ""]
+    elif result is not None and result.error:
+        lines += [f"Error: {result.error}", ""]
+    if result is not None:
+        share = f" ({result.rejected / result.extracted:.1%} of extracted)" if result.extracted else ""
+        lines += [
+            f"Run {result.run_id} ({result.mode}), status {result.status}, started {result.started_at:%Y-%m-%d %H:%M:%S %Z}, "
+            f"took {result.duration_s:.1f} s.",
+            f"Source: {result.source}",
+            "",
+            f"  extracted {result.extracted:,}",
+            f"  inserted  {result.inserted:,}",
+            f"  updated   {result.updated:,}",
+            f"  unchanged {result.unchanged:,}",
+            f"  rejected  {result.rejected:,}{share}",
+            f"  deleted   {result.deleted:,}",
+            f"  repaired  {result.repaired:,}",
+            "",
+        ]
+        if not failed:
+            limits = [f"more than {alerts.max_rejected_rows:,} rows" if alerts.max_rejected_rows is not None else "",
+                      f"more than {alerts.max_rejected_share:.1%}" if alerts.max_rejected_share is not None else ""]
+            lines += [f"Alert threshold: {' or '.join(x for x in limits if x)} rejected.", ""]
+    else:
+        lines += [f"Source: {settings.source.url} table {settings.source.table}", ""]
+    output = settings.output
+    lines += [
+        "Where to look:",
+        f"  log file          {settings.logging.file.resolve()}",
+        f"  rejected rows     `errors` table of {output.working_path.resolve()}",
+        f"  run history       `runs` table of {output.stats_path.resolve()}",
+        f"  failed runs       {(output.directory / 'failed_runs.jsonl').resolve()}",
+        f"  geo DB            {output.geo_path.resolve()}",
+        "",
+        "A failed run publishes nothing: the staging databases keep the last good run.",
+        "Run `countydatasync doctor` on the server to check settings, connectivity and permissions.",
+    ]
+    message = EmailMessage()
+    message["Subject"] = redact(f"{alerts.subject_prefix} {what}: {settings.source.table}", _secrets(settings))
+    message["From"] = alerts.sender
+    message["To"] = ", ".join(alerts.to)
+    message["Date"] = format_datetime(datetime.now(UTC))
+    message["Message-ID"] = make_msgid(domain="countydatasync")
+    message.set_content(redact("\n".join(lines), _secrets(settings)) + "\n")
+    return message
+
+
+def fingerprint(settings: Settings, result: RunResult | None, error: BaseException | None) -> str:
+    """What makes two alerts the same: the kind, the source and the error (digits ignored, since timings,
+    row numbers and run ids differ between otherwise identical failures)."""
+    if error is not None or (result is not None and result.status == "failed"):
+        text = f"{type(error).__name__}: {error}" if error is not None else str(result.error if result else "")
+        kind = "failure:" + re.sub(r"\d+", "#", redact(text, _secrets(settings)))
+    else:
+        kind = "rejected"
+    key = f"{kind}|{settings.source.url}|{settings.source.table}"
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+
+def _load_state(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    except (OSError, ValueError):  # missing or damaged: alert rather than stay silent
+        return {}
+
+
+def _save_state(path: Path, state: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(state, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def smtp_connection(alerts: AlertSettings) -> smtplib.SMTP:
+    """An SMTP session per the settings: connected, TLS established, logged in when a username is set."""
+    assert alerts.smtp_host
+    context = ssl.create_default_context(cafile=str(alerts.ca_file) if alerts.ca_file else None)
+    server: smtplib.SMTP
+    if alerts.security == "ssl":
+        server = smtplib.SMTP_SSL(alerts.smtp_host, alerts.smtp_port, timeout=alerts.timeout_seconds,
+                                  context=context)
+    else:
+        server = smtplib.SMTP(alerts.smtp_host, alerts.smtp_port, timeout=alerts.timeout_seconds)
+    try:
+        server.ehlo()
+        if alerts.security == "starttls":
+            server.starttls(context=context)
+            server.ehlo()
+        if alerts.username:
+            password = alerts.password.get_secret_value() if alerts.password else ""
+            server.login(alerts.username, password)
+    except BaseException:
+        server.close()
+        raise
+    return server
+
+
+def send_alert(settings: Settings, message: EmailMessage) -> None:
+    """Deliver `message`; raises smtplib/OSError errors (notify_run catches them)."""
+    with smtp_connection(settings.alerts) as server:
+        server.send_message(message)
+
+
+def notify_run(settings: Settings, result: RunResult | None, error: BaseException | None = None,
+               now: datetime | None = None) -> bool:
+    """Send an alert when the run failed (`error`, or `result.status == "failed"`) or rejected more rows
+    than allowed; True when one was sent. Never raises: problems are logged.
+
+    Call it after every run, successful or not, with whatever is known: `result` may be None when the run
+    failed before producing one. `now` (default: the current UTC time) is for tests of the repeat interval.
+    """
+    try:
+        return _notify(settings, result, error, now or datetime.now(UTC))
+    except Exception:
+        log.exception("could not send the alert e-mail")
+        return False
+
+
+def _notify(settings: Settings, result: RunResult | None, error: BaseException | None, now: datetime) -> bool:
+    alerts = settings.alerts
+    if not alerts.configured:
+        return False
+    failed = error is not None or (result is not None and result.status == "failed")
+    state_path = alert_state_path(settings)
+    if not failed and result is not None:
+        state = _load_state(state_path)
+        if any(k.startswith("f:") for k in state):  # a success ends the incident
+            _save_state(state_path, {k: v for k, v in state.items() if not k.startswith("f:")})
+    if failed and not alerts.on_failure:
+        return False
+    if not failed and (result is None or not rejection_exceeded(alerts, result)):
+        return False
+    key = ("f:" if failed else "r:") + fingerprint(settings, result, error)
+    state = _load_state(state_path)
+    last = state.get(key)
+    if last is not None and now - datetime.fromisoformat(last) < timedelta(minutes=alerts.repeat_minutes):
+        log.info("alert not re-sent: the same alert went out at %s (alerts.repeat_minutes = %s)",
+                 last, alerts.repeat_minutes)
+        return False
+    message = compose_alert(settings, result, error)
+    try:
+        send_alert(settings, message)
+    except (OSError, smtplib.SMTPException) as exc:
+        log.error("could not send the alert e-mail via %s:%s: %s: %s", alerts.smtp_host, alerts.smtp_port,
+                  type(exc).__name__, redact(str(exc), _secrets(settings)))
+        return False
+    state[key] = now.isoformat()
+    _save_state(state_path, state)
+    log.info("alert sent to %s: %s", ", ".join(alerts.to), message["Subject"])
+    return True

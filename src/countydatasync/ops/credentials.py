@@ -1,0 +1,133 @@
+"""Passwords from the environment, `.env`, or the OS credential store, never from the settings file.
+
+Precedence: CDS_SOURCE__PASSWORD (environment or `.env`, read by the settings) wins; when no password is
+given, the OS credential store is asked through keyring (Windows Credential Manager, macOS Keychain,
+Secret Service on Linux). Entries live under service `countydatasync`, keyed by `user@host/database` of
+the source URL, so one machine can hold the passwords of several counties' sources; the SMTP password is
+keyed `smtp:user@host`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+
+import keyring
+import keyring.errors
+from pydantic import SecretStr
+from sqlalchemy.engine import make_url
+
+from countydatasync.errors import ConfigError, CredentialStoreError
+from countydatasync.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SERVICE = "countydatasync"
+
+
+def source_key(settings: Settings) -> str:
+    """The credential-store user name of the source: `user@host/database` from the source URL."""
+    try:
+        url = make_url(settings.source.url)
+    except Exception:
+        raise ConfigError("source url is not a valid database URL; fix source.url first") from None
+    host = url.host or ""
+    if url.port:
+        host = f"{host}:{url.port}"
+    return f"{url.username or ''}@{host}/{url.database or ''}"
+
+
+def smtp_key(settings: Settings) -> str:
+    """The credential-store user name of the SMTP login: `smtp:user@host`."""
+    return f"smtp:{settings.alerts.username or ''}@{settings.alerts.smtp_host or ''}"
+
+
+def _key(settings: Settings, smtp: bool) -> str:
+    return smtp_key(settings) if smtp else source_key(settings)
+
+
+def set_password(settings: Settings, password: str, smtp: bool = False) -> str:
+    """Store the source (or SMTP) password in the OS credential store; returns the key it is stored under.
+    Raises CredentialStoreError when no usable store is available."""
+    if not password:
+        raise ConfigError("refusing to store an empty password")
+    key = _key(settings, smtp)
+    try:
+        keyring.set_password(SERVICE, key, password)
+    except keyring.errors.KeyringError as exc:
+        raise CredentialStoreError(_store_problem(exc)) from None
+    return key
+
+
+def delete_password(settings: Settings, smtp: bool = False) -> bool:
+    """Remove the stored source (or SMTP) password; False when there was none."""
+    try:
+        keyring.delete_password(SERVICE, _key(settings, smtp))
+    except keyring.errors.PasswordDeleteError:
+        return False
+    except keyring.errors.KeyringError as exc:
+        raise CredentialStoreError(_store_problem(exc)) from None
+    return True
+
+
+def stored_password(settings: Settings, smtp: bool = False) -> str | None:
+    """The stored password, or None when there is none or no credential store is usable."""
+    try:
+        return keyring.get_password(SERVICE, _key(settings, smtp))
+    except (keyring.errors.KeyringError, ConfigError) as exc:
+        log.debug("credential store not consulted: %s", type(exc).__name__)
+        return None
+
+
+def _store_problem(exc: BaseException) -> str:
+    return (f"the OS credential store is not usable ({type(exc).__name__}: {exc}); set CDS_SOURCE__PASSWORD "
+            "in the environment or a .env file readable only by the service account instead")
+
+
+def env_file_warning(path: Path | None) -> str | None:
+    """A warning when `.env` can be read or written by users other than its owner (POSIX permission bits;
+    on Windows, folder ACLs decide and are not checked here)."""
+    if path is None or os.name != "posix" or not path.is_file():
+        return None
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return (f"{path} holds secrets but other users may read it (mode {stat.S_IMODE(mode):o}); "
+                f"run `chmod 600 {path}`")
+    return None
+
+
+def complete_settings(settings: Settings, env_file: Path | None = None) -> Settings:
+    """Settings with missing passwords filled from the credential store, after warning about a `.env`
+    other users can read. The hook `load_settings` calls after reading the settings."""
+    warning = env_file_warning(env_file)
+    if warning:
+        log.warning(warning)
+    updates: dict[str, object] = {}
+    if settings.source.password is None and not _has_url_password(settings.source.url):
+        if _url_user(settings.source.url):
+            found = stored_password(settings)
+            if found:
+                updates["source"] = settings.source.model_copy(update={"password": SecretStr(found)})
+    alerts = settings.alerts
+    if alerts.password is None and alerts.username and alerts.smtp_host:
+        found = stored_password(settings, smtp=True)
+        if found:
+            updates["alerts"] = alerts.model_copy(update={"password": SecretStr(found)})
+    return settings.model_copy(update=updates) if updates else settings
+
+
+def _has_url_password(url: str) -> bool:
+    try:
+        return make_url(url).password is not None
+    except Exception:
+        return False
+
+
+def _url_user(url: str) -> str | None:
+    """The URL's user name, or None (no user, or not a valid URL): no user means no password to look up."""
+    try:
+        return make_url(url).username
+    except Exception:
+        return None

@@ -1,0 +1,101 @@
+"""Logging set-up for the edges (CLI, server): a size-rotated file plus the console, every handler redacting.
+
+Library modules never configure logging; they call `logging.getLogger(__name__)`. The service runs
+unattended, so the file is what someone reads the morning after a failure: it gets every record at the
+configured level, as text or as JSON lines for a log shipper.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from countydatasync.errors import ConfigError
+from countydatasync.ops.redact import RedactingFilter, register_secret
+from countydatasync.settings import Settings
+
+TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+_OURS = "_countydatasync_handler"  # marks handlers installed here, so a second call replaces them
+
+
+class JsonLineFormatter(logging.Formatter):
+    """One JSON object per record: time (UTC, ISO-8601), level, logger, message and, if any, the traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = record.stack_info
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def register_configured_secrets(settings: Settings) -> None:
+    """Register every secret in the settings with the redactor, whatever its format."""
+    for secret in (settings.source.password, settings.alerts.password):
+        if secret is not None:
+            register_secret(secret.get_secret_value())
+    url_password = _url_password(settings.source.url)
+    if url_password:
+        register_secret(url_password)
+
+
+def _url_password(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).password  # type: ignore[return-value]
+    except Exception:  # an invalid URL is reported by doctor and the run; here it only has no password
+        return None
+
+
+def configure_logging(settings: Settings, console: bool = True, console_stream: Console | None = None) -> Path:
+    """Install the rotating file handler (and a Rich console handler unless `console` is False) on the root
+    logger, each with the redaction filter; register the configured secrets. Returns the log file path.
+
+    Calling it again replaces the handlers it installed before (a server reloading its settings), and
+    leaves handlers installed by anyone else alone. Raises ConfigError when the log folder cannot be made.
+    """
+    conf = settings.logging
+    register_configured_secrets(settings)
+    path = conf.file
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file_handler: logging.Handler = RotatingFileHandler(
+            path, maxBytes=conf.max_bytes, backupCount=conf.backup_count, encoding="utf-8", delay=True
+        )
+    except OSError as exc:
+        raise ConfigError(f"cannot write the log file {path}: {exc.strerror}; set logging.file") from None
+    file_handler.setFormatter(JsonLineFormatter() if conf.json_lines else logging.Formatter(TEXT_FORMAT))
+    handlers = [file_handler]
+    if console:
+        # rich_tracebacks stays off: Rich would render the traceback from exc_info, around the filter.
+        console_handler = RichHandler(console=console_stream or Console(stderr=True), show_path=False,
+                                      rich_tracebacks=False, markup=False)
+        console_handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        handlers.append(console_handler)
+
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, _OURS, False)]:
+        root.removeHandler(old)
+        old.close()
+    for handler in handlers:
+        handler.setLevel(conf.level)
+        handler.addFilter(RedactingFilter())
+        setattr(handler, _OURS, True)
+        root.addHandler(handler)
+    root.setLevel(conf.level)
+    return path
