@@ -12,6 +12,7 @@ password costs a rotation and an incident report.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -27,28 +28,43 @@ while protecting nothing (such a password needs changing, which `doctor` cannot 
 # "@" in the password is covered too.
 _URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/?#@\s'\"]*:)(?P<secret>[^\s'\"]*)(?=@)")
 
-# key=value pairs: ODBC (`PWD={a;b}}c};`, `Password=x;`), libpq DSNs (`password='a b'`), query strings
-# (`?token=...&`). A braced value ends at a "}" not doubled; a quoted one at its closing quote; a bare one
-# at ";", "&", a line end, or whitespace followed by the next `key=`.
-_KEYS = r"pwd|password|passwd|pass|secret|token|access_token|api_key|apikey|auth_token|client_secret"
-_KEY_VALUE = re.compile(
-    rf"(?P<head>(?<![A-Za-z0-9_])(?:{_KEYS})\s*=\s*)"
-    r"(?P<secret>\{(?:[^}]|\}\})*\}?|'(?:[^'\\]|\\.)*'?|\"(?:[^\"\\]|\\.)*\"?"
-    r"|[^;&\r\n]*?(?=\s*(?:[;&\r\n]|$)|\s+[A-Za-z_][A-Za-z0-9_]*\s*=))",
+# key=value pairs: ODBC (`PWD={a;b}}c};`, `Password=x;`) and libpq DSNs (`password='a b'`). A braced value
+# ends at a "}" not doubled; a quoted one at its closing quote; a bare one at ";", a line end, or whitespace
+# followed by the next `key=` (ODBC allows spaces and "&" in a bare value). Whatever follows a closing
+# quote up to that end is masked too: `PWD=''abc;` is a bare value that happens to start with quotes.
+_PASSWORD_KEYS = r"pwd|password|passwd|pass|client_secret|secret"
+_TOKEN_KEYS = r"token|access_token|api_key|apikey|auth_token|api_token"
+_KEYS = f"{_PASSWORD_KEYS}|{_TOKEN_KEYS}"
+# An unclosed brace runs to the end (hide too much); an unclosed quote is just part of a bare value.
+_QUOTED_VALUE = r"\{(?:[^}]|\}\})*\}?|'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""
+_PASSWORD_VALUE = re.compile(
+    rf"(?P<head>(?<![A-Za-z0-9_])(?:[A-Za-z0-9]+_+)*(?:{_PASSWORD_KEYS})\s*=\s*)"
+    rf"(?P<secret>(?:{_QUOTED_VALUE})?[^;\r\n]*?(?=\s*(?:[;\r\n]|$)|\s+[A-Za-z_][A-Za-z0-9_]*\s*=))",
     re.IGNORECASE | re.MULTILINE,
 )
-
-# 'password': 'x' / "password": "x" (Python reprs, JSON, YAML-ish output of a settings dump).
-_QUOTED_KEY = re.compile(
-    rf"(?P<head>([\"']?)(?:{_KEYS})\2\s*:\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")",
+# Tokens in query strings and settings dumps (`?token=...&page=2`): no spaces, end at "&" or ";".
+_TOKEN_VALUE = re.compile(
+    rf"(?P<head>(?<![A-Za-z0-9_])(?:[A-Za-z0-9]+_+)*(?:{_TOKEN_KEYS})\s*=\s*)(?P<secret>{_QUOTED_VALUE}|[^\s;&'\"]+)",
     re.IGNORECASE,
 )
+
+# 'password': 'x' / "smtp_password": "x" (Python reprs, JSON, YAML-ish output of a settings dump).
+# Every key may carry a prefix (smtp_password, db_pwd, web_api_token).
+_QUOTED_KEY = re.compile(
+    rf"(?P<head>([\"']?)(?:[A-Za-z0-9]+_+)*(?:{_KEYS})\2\s*:\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")",
+    re.IGNORECASE,
+)
+
+# A URL-encoded ODBC string (`?odbc_connect=...PWD%3D%7Ba%3Bb%7D...`): the value runs to the end of the
+# query parameter, hiding the connection options after it too.
+_ENCODED_PASSWORD = re.compile(r"(?P<head>(?<![A-Za-z0-9])(?:pwd|password)%3D)(?P<secret>[^&\s'\"]+)",
+                               re.IGNORECASE)
 
 # Authorization headers and SMTP AUTH exchanges.
 _BEARER = re.compile(r"(?P<head>\b(?:Bearer|Basic|Token)\s+)(?P<secret>[A-Za-z0-9\-._~+/]+=*)", re.IGNORECASE)
 _SMTP_AUTH = re.compile(r"(?P<head>\bAUTH\s+(?:PLAIN|LOGIN|CRAM-MD5|XOAUTH2)\s+)(?P<secret>\S+)", re.IGNORECASE)
 
-_PATTERNS = (_URL_PASSWORD, _KEY_VALUE, _QUOTED_KEY, _BEARER, _SMTP_AUTH)
+_PATTERNS = (_URL_PASSWORD, _ENCODED_PASSWORD, _PASSWORD_VALUE, _TOKEN_VALUE, _QUOTED_KEY, _BEARER, _SMTP_AUTH)
 
 _lock = threading.Lock()
 _registered: set[str] = set()
@@ -62,9 +78,10 @@ def _mask(match: re.Match[str]) -> str:
 
 
 def _variants(secret: str) -> set[str]:
-    """The forms a secret takes when it is embedded in a URL, an ODBC string or a repr()."""
-    forms = {secret, quote(secret, safe=""), quote_plus(secret), secret.replace("}", "}}"),
-             secret.replace("\\", "\\\\").replace("'", "\\'")}
+    """The forms a secret takes when it is embedded in a URL, an ODBC string, a repr() or JSON."""
+    forms = {repr(secret)[1:-1], json.dumps(secret)[1:-1]}
+    for embedded in (secret, secret.replace("}", "}}"), "{" + secret.replace("}", "}}") + "}"):
+        forms |= {embedded, quote(embedded, safe=""), quote_plus(embedded)}
     return {f for f in forms if len(f) >= MIN_SECRET_LENGTH}
 
 
