@@ -1,0 +1,173 @@
+"""Alerts reach a real SMTP server over TLS with login, say what failed and where to look, are not repeated
+within the interval, and a dead SMTP server never hides the run's own error."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import trustme
+
+from countydatasync.errors import PermanentSourceError
+from countydatasync.ops.alerts import alert_state_path, notify_run
+from countydatasync.settings import Settings
+from countydatasync.sync.result import RunResult
+
+from .smtp_server import PASSWORD, USER, Inbox, free_port, make_ca, start_server
+
+SOURCE_PASSWORD = "Db;pa}ss@% 7"
+T0 = datetime(2026, 3, 2, 3, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[trustme.CA, Path]:
+    return make_ca(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture
+def starttls_server(ca: tuple[trustme.CA, Path]) -> Iterator[tuple[int, Inbox]]:
+    controller, inbox = start_server(ca[0], implicit_tls=False)
+    yield controller.port, inbox
+    controller.stop()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, ca: tuple[trustme.CA, Path]) -> Callable[..., Settings]:
+    def make(port: int, **alerts: object) -> Settings:
+        values = {"smtp_host": "127.0.0.1", "smtp_port": port, "security": "starttls", "ca_file": ca[1],
+                  "username": USER, "password": PASSWORD, "sender": "cds@county.example",
+                  "to": ["gis-team@county.example", "dba@county.example"], "repeat_minutes": 60, **alerts}
+        return Settings(
+            source={"url": "postgresql+psycopg://reader@db.county.local/gis", "password": SOURCE_PASSWORD},
+            output={"directory": tmp_path / "staging"},
+            logging={"file": tmp_path / "logs" / "cds.log"},
+            alerts=values,
+        )
+
+    return make
+
+
+def _result(status: str = "failed", extracted: int = 1000, rejected: int = 0, error: str | None = None) -> RunResult:
+    return RunResult(run_id=41, mode="incremental", source="postgresql+psycopg://reader:***@db.county.local/gis "
+                     "table MasterParcels", started_at=T0, finished_at=T0 + timedelta(seconds=12.5),
+                     status=status, extracted=extracted, inserted=5, updated=7,
+                     unchanged=extracted - 12 - rejected, rejected=rejected, deleted=2, repaired=3, error=error)
+
+
+def _source_down() -> PermanentSourceError:
+    return PermanentSourceError(f"cannot read postgresql+psycopg://reader:{SOURCE_PASSWORD}@db.county.local/gis: "
+                                f"password authentication failed (password={SOURCE_PASSWORD})")
+
+
+def test_a_failed_run_is_mailed_over_starttls_with_login(starttls_server: tuple[int, Inbox],
+                                                          make_settings: Callable[..., Settings]) -> None:
+    port, inbox = starttls_server
+    settings = make_settings(port)
+    error = _source_down()
+    assert notify_run(settings, _result(error=str(error)), error, now=T0) is True
+    assert inbox.logins == [USER]
+    assert inbox.recipients == [["gis-team@county.example", "dba@county.example"]]
+    message = inbox.messages[0]
+    assert message["Subject"] == "[CountyDataSync] sync failed: MasterParcels"
+    assert message["From"] == "cds@county.example"
+    body = message.get_content()
+    assert "PermanentSourceError: cannot read postgresql+psycopg://reader:***@db.county.local/gis" in body
+    assert "Run 41 (incremental), status failed" in body
+    assert "extracted 1,000" in body and "rejected  0" in body and "deleted   2" in body
+    assert str((settings.logging.file).resolve()) in body
+    assert str(settings.output.working_path.resolve()) in body
+    assert SOURCE_PASSWORD not in message.as_string() and PASSWORD not in message.as_string()
+    assert "Db;pa" not in body
+
+
+def test_identical_failures_wait_for_the_interval_and_a_success_resets_it(
+        starttls_server: tuple[int, Inbox], make_settings: Callable[..., Settings]) -> None:
+    port, inbox = starttls_server
+    settings = make_settings(port, repeat_minutes=60)
+    assert notify_run(settings, None, _source_down(), now=T0)
+    assert not notify_run(settings, None, _source_down(), now=T0 + timedelta(minutes=15))
+    assert not notify_run(settings, None, _source_down(), now=T0 + timedelta(minutes=59))
+    assert len(inbox.messages) == 1
+    assert notify_run(settings, None, PermanentSourceError("table MasterParcels not found"),
+                      now=T0 + timedelta(minutes=20)), "a different failure is news"
+    assert notify_run(settings, None, _source_down(), now=T0 + timedelta(minutes=61))
+    assert len(inbox.messages) == 3
+    assert alert_state_path(settings).is_file()
+    # A successful run ends the incident: the same failure right after is mailed again.
+    assert not notify_run(settings, _result(status="succeeded", rejected=0), None, now=T0 + timedelta(minutes=62))
+    assert notify_run(settings, None, _source_down(), now=T0 + timedelta(minutes=63))
+    assert len(inbox.messages) == 4
+
+
+def test_rejections_over_the_threshold_are_mailed(starttls_server: tuple[int, Inbox],
+                                                   make_settings: Callable[..., Settings]) -> None:
+    port, inbox = starttls_server
+    by_share = make_settings(port, max_rejected_share=0.05, max_rejected_rows=None)
+    assert not notify_run(by_share, _result(status="succeeded", rejected=50), None, now=T0)  # exactly 5%
+    assert notify_run(by_share, _result(status="succeeded", rejected=51), None, now=T0)
+    body = inbox.messages[0].get_content()
+    assert inbox.messages[0]["Subject"] == "[CountyDataSync] sync rejected too many rows: MasterParcels"
+    assert "rejected  51 (5.1% of extracted)" in body and "more than 5.0% rejected" in body
+    assert "`errors` table of" in body
+    by_count = make_settings(port, max_rejected_share=None, max_rejected_rows=10, repeat_minutes=0)
+    assert not notify_run(by_count, _result(status="succeeded", extracted=100_000, rejected=10), None, now=T0)
+    assert notify_run(by_count, _result(status="succeeded", extracted=100_000, rejected=11), None, now=T0)
+    assert len(inbox.messages) == 2
+
+
+def test_implicit_tls(ca: tuple[trustme.CA, Path], make_settings: Callable[..., Settings]) -> None:
+    controller, inbox = start_server(ca[0], implicit_tls=True)
+    try:
+        settings = make_settings(controller.port, security="ssl")
+        assert notify_run(settings, None, _source_down(), now=T0)
+    finally:
+        controller.stop()
+    assert inbox.logins == [USER] and len(inbox.messages) == 1
+
+
+def test_an_untrusted_certificate_is_refused(starttls_server: tuple[int, Inbox],
+                                             make_settings: Callable[..., Settings],
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    port, inbox = starttls_server
+    settings = make_settings(port, ca_file=None)  # the system store does not know the test CA
+    assert not notify_run(settings, None, _source_down(), now=T0)
+    assert inbox.messages == [] and "SSLCertVerificationError" in caplog.text
+
+
+def test_a_dead_smtp_server_never_hides_the_original_error(make_settings: Callable[..., Settings],
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    settings = make_settings(free_port(), timeout_seconds=2)  # nothing listens there
+    caplog.set_level(logging.INFO)
+    with pytest.raises(PermanentSourceError, match="password authentication failed"):
+        try:
+            raise _source_down()
+        except PermanentSourceError as exc:
+            assert notify_run(settings, None, exc, now=T0) is False
+            raise
+    assert "could not send the alert e-mail via 127.0.0.1" in caplog.text
+    assert "ConnectionRefusedError" in caplog.text
+    assert not alert_state_path(settings).exists(), "an unsent alert must not count as sent"
+
+
+def test_a_wrong_smtp_password_is_logged_without_the_password(starttls_server: tuple[int, Inbox],
+                                                              make_settings: Callable[..., Settings],
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    port, inbox = starttls_server
+    settings = make_settings(port, password="Wrong;pass}word")
+    assert notify_run(settings, None, _source_down(), now=T0) is False
+    assert "SMTPAuthenticationError" in caplog.text
+    assert inbox.messages == []
+    # The next run, with the right password, is not throttled by the failed attempt.
+    assert notify_run(make_settings(port), None, _source_down(), now=T0 + timedelta(minutes=1))
+
+
+def test_nothing_is_sent_when_alerts_are_off_or_the_run_is_fine(starttls_server: tuple[int, Inbox],
+                                                                make_settings: Callable[..., Settings]) -> None:
+    port, inbox = starttls_server
+    assert not notify_run(make_settings(port, to=[]), None, _source_down(), now=T0)
+    assert not notify_run(make_settings(port, on_failure=False), None, _source_down(), now=T0)
+    assert not notify_run(make_settings(port), _result(status="succeeded", rejected=1), None, now=T0)
+    assert inbox.messages == []
