@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import warnings
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -65,8 +64,6 @@ def start_server(ca: trustme.CA, implicit_tls: bool) -> tuple[Controller, Inbox]
         options["auth_require_tls"] = False
     else:
         options |= {"tls_context": context, "require_starttls": True}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
-        controller = Controller(inbox, hostname="127.0.0.1", port=free_port(), **options)
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port(), **options)
     controller.start()
     return controller, inbox

@@ -118,6 +118,7 @@ def test_rejections_over_the_threshold_are_mailed(starttls_server: tuple[int, In
     assert len(inbox.messages) == 2
 
 
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # see smtp_server.py
 def test_implicit_tls(ca: tuple[trustme.CA, Path], make_settings: Callable[..., Settings]) -> None:
     controller, inbox = start_server(ca[0], implicit_tls=True)
     try:
