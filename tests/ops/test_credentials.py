@@ -1,0 +1,114 @@
+"""Passwords come from the environment, `.env` or the OS credential store (a real keyring backend here)."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+from pathlib import Path
+
+import keyring
+import keyring.core
+import pytest
+
+from countydatasync.errors import CredentialStoreError
+from countydatasync.extract import source_url
+from countydatasync.ops.credentials import (
+    SERVICE,
+    delete_password,
+    env_file_warning,
+    set_password,
+    smtp_key,
+    source_key,
+)
+from countydatasync.settings import load_settings
+
+PASSWORD = "Kr;ng}pa@ss% 1"
+TOML = """
+[source]
+url = "postgresql+psycopg://gis_reader@db.county.local:5433/parcels"
+[alerts]
+smtp_host = "mail.county.local"
+username = "alerts"
+to = ["gis@county.local"]
+"""
+
+
+def _config(folder: Path) -> Path:
+    path = folder / "countydatasync.toml"
+    path.write_text(TOML)
+    return path
+
+
+def test_a_stored_password_fills_the_settings(file_keyring: Path, clean_env: Path) -> None:
+    config = _config(clean_env)
+    settings = load_settings(config, env_file=None)
+    assert settings.source.password is None
+    assert source_key(settings) == "gis_reader@db.county.local:5433/parcels"
+    assert set_password(settings, PASSWORD) == "gis_reader@db.county.local:5433/parcels"
+    stored = file_keyring.read_text()  # really stored by the backend (base64 in its file), not in memory
+    assert "[countydatasync]" in stored and base64.b64encode(PASSWORD.encode()).decode() in stored
+    loaded = load_settings(config, env_file=None)
+    assert loaded.source.password is not None and loaded.source.password.get_secret_value() == PASSWORD
+    assert source_url(loaded).password == PASSWORD
+    assert PASSWORD not in repr(loaded)
+
+
+def test_the_environment_and_dotenv_win_over_the_store(file_keyring: Path, clean_env: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _config(clean_env)
+    set_password(load_settings(config, env_file=None), PASSWORD)
+    dotenv = clean_env / ".env"
+    dotenv.write_text("CDS_SOURCE__PASSWORD=from-dotenv\n")
+    dotenv.chmod(0o600)
+    assert load_settings(config, env_file=dotenv).source.password.get_secret_value() == "from-dotenv"  # type: ignore[union-attr]
+    monkeypatch.setenv("CDS_SOURCE__PASSWORD", "from-environment")
+    assert load_settings(config, env_file=dotenv).source.password.get_secret_value() == "from-environment"  # type: ignore[union-attr]
+
+
+def test_delete_removes_the_password(file_keyring: Path, clean_env: Path) -> None:
+    settings = load_settings(_config(clean_env), env_file=None)
+    set_password(settings, PASSWORD)
+    assert delete_password(settings) is True
+    assert delete_password(settings) is False
+    assert keyring.get_password(SERVICE, source_key(settings)) is None
+    assert load_settings(_config(clean_env), env_file=None).source.password is None
+
+
+def test_the_smtp_password_has_its_own_entry(file_keyring: Path, clean_env: Path) -> None:
+    settings = load_settings(_config(clean_env), env_file=None)
+    set_password(settings, "smtp-Secret;1", smtp=True)
+    assert smtp_key(settings) == "smtp:alerts@mail.county.local"
+    loaded = load_settings(_config(clean_env), env_file=None)
+    assert loaded.alerts.password.get_secret_value() == "smtp-Secret;1"  # type: ignore[union-attr]
+    assert loaded.source.password is None
+
+
+def test_no_usable_store_is_a_clear_error_and_does_not_break_loading(
+        clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    previous = keyring.get_keyring()
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    keyring.core.init_backend()
+    try:
+        settings = load_settings(_config(clean_env), env_file=None)
+        assert settings.source.password is None
+        with pytest.raises(CredentialStoreError, match="CDS_SOURCE__PASSWORD"):
+            set_password(settings, PASSWORD)
+    finally:
+        keyring.set_keyring(previous)
+
+
+def test_a_dotenv_others_can_read_is_warned_about(clean_env: Path, caplog: pytest.LogCaptureFixture) -> None:
+    if os.name != "posix":
+        pytest.skip("POSIX permission bits")
+    dotenv = clean_env / ".env"
+    dotenv.write_text("CDS_SOURCE__PASSWORD=x\n")
+    dotenv.chmod(0o644)
+    caplog.set_level(logging.WARNING)
+    load_settings(env_file=dotenv)
+    assert "other users may read it (mode 644); run `chmod 600" in caplog.text
+    dotenv.chmod(0o600)
+    assert env_file_warning(dotenv) is None
+    caplog.clear()
+    assert load_settings(env_file=dotenv).source.password.get_secret_value() == "x"  # type: ignore[union-attr]
+    assert "other users" not in caplog.text
