@@ -17,6 +17,7 @@ from rich.table import Table
 
 from countydatasync import __version__
 from countydatasync.errors import CountyDataSyncError
+from countydatasync.ops import commands as ops_commands
 from countydatasync.settings import DEFAULT_CONFIG_FILE, Settings, load_settings, settings_template
 from countydatasync.sync.result import RunResult
 
@@ -162,6 +163,9 @@ def demo(
         write_sample_county(source, SampleCounty(parcels=parcels))
     settings = Settings(source={"url": f"sqlite:///{source.as_posix()}"}, output={"directory": directory / "staging"})
     _report(_run(settings))
+
+
+ops_commands.register(app)  # credentials set|delete, doctor
 
 
 def run() -> None:

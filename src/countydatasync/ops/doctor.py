@@ -24,7 +24,7 @@ from countydatasync.extract.sql import SqlSource
 from countydatasync.ops import privileges
 from countydatasync.ops.credentials import env_file_warning
 from countydatasync.ops.redact import redact
-from countydatasync.settings import Settings, load_settings
+from countydatasync.settings import DEFAULT_CONFIG_FILE, Settings, load_settings
 
 Status = Literal["pass", "warn", "fail"]
 
@@ -44,8 +44,9 @@ def diagnose(config: Path | None = None, env_file: Path | None = Path(".env")) -
         settings = load_settings(config, env_file=env_file)
     except ConfigError as exc:
         return [Check("settings", "fail", redact(str(exc)))]
-    where = config or os.environ.get("CDS_CONFIG") or "countydatasync.toml (if present), .env and environment"
-    return [Check("settings", "pass", f"valid ({where})"), *run_checks(settings, env_file)]
+    file = config or os.environ.get("CDS_CONFIG") or (DEFAULT_CONFIG_FILE if Path(DEFAULT_CONFIG_FILE).is_file()
+                                                      else "defaults")
+    return [Check("settings", "pass", f"valid ({file}, .env and environment)"), *run_checks(settings, env_file)]
 
 
 def run_checks(settings: Settings, env_file: Path | None = None) -> list[Check]:
