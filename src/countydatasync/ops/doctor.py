@@ -117,6 +117,9 @@ def check_source(settings: Settings) -> list[Check]:
             source.table()
         except CountyDataSyncError as exc:
             return [*checks, Check("source table", "fail", redact(str(exc), secrets))]
+        name = f"{settings.source.db_schema}.{settings.source.table}" if settings.source.db_schema \
+            else settings.source.table
+        checks.append(Check("source table", "pass", f"{name} has every configured column"))
         checks.append(check_column_types(source.engine, settings))
         checks.append(check_read_only(source))
         return checks
@@ -193,7 +196,9 @@ def check_read_only(source: SqlSource) -> Check:
         with source.engine.connect() as conn:
             writes, detail = checker(conn, source.spec)
     except Exception as exc:
-        return Check("read-only account", "warn", f"could not read privileges: {type(exc).__name__}")
+        text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        return Check("read-only account", "warn",
+                     redact(f"could not read privileges: {type(exc).__name__}: {text[0] if text else ''}"))
     return Check("read-only account", "warn" if writes else "pass", detail)
 
 

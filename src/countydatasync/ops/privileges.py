@@ -32,13 +32,19 @@ PG_WRITABLE_TABLES = sa.text(
     "OR has_table_privilege(c.oid, 'DELETE') OR has_table_privilege(c.oid, 'TRUNCATE')) "
     "ORDER BY 1 LIMIT 11"
 )
-PG_QUALIFIED = sa.text("SELECT CASE WHEN :schema IS NULL THEN quote_ident(:table) "
-                       "ELSE quote_ident(:schema) || '.' || quote_ident(:table) END")
+
+
+def pg_qualified(spec: SourceSpec) -> str:
+    """`"schema"."table"` with inner quotes doubled, as to_regclass expects for mixed-case names."""
+    def quote(name: str) -> str:
+        return '"' + name.replace('"', '""') + '"'
+
+    return f"{quote(spec.db_schema)}.{quote(spec.table)}" if spec.db_schema else quote(spec.table)
 
 
 def postgresql(conn: sa.Connection, spec: SourceSpec) -> tuple[bool, str]:
     """Role attributes, privileges on the source table and any other table the role can write."""
-    qualified = conn.execute(PG_QUALIFIED, {"schema": spec.db_schema, "table": spec.table}).scalar_one()
+    qualified = pg_qualified(spec)
     user, superuser, createrole, createdb, bypassrls = conn.execute(PG_ROLE).one()
     granted = list(conn.execute(PG_TABLE_PRIVILEGES, {"privileges": list(TABLE_PRIVILEGES),
                                                       "qualified": qualified}).scalars())
