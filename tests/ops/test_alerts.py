@@ -172,3 +172,39 @@ def test_nothing_is_sent_when_alerts_are_off_or_the_run_is_fine(starttls_server:
     assert not notify_run(make_settings(port, on_failure=False), None, _source_down(), now=T0)
     assert not notify_run(make_settings(port), _result(status="succeeded", rejected=1), None, now=T0)
     assert inbox.messages == []
+
+
+def test_run_and_notify_around_a_real_sync(starttls_server: tuple[int, Inbox], make_settings: Callable[..., Settings],
+                                           tmp_path: Path) -> None:
+    from countydatasync.ops.alerts import run_and_notify
+    from countydatasync.ops.logs import configure_logging
+    from countydatasync.sample.county import SampleCounty, write_sample_county
+    from countydatasync.sync import run_sync
+
+    port, inbox = starttls_server
+    county = write_sample_county(tmp_path / "county.sqlite", SampleCounty(parcels=300, seed=5))
+    base = make_settings(port, max_rejected_rows=0, max_rejected_share=None)
+    settings = base.model_copy(update={"source": base.source.model_copy(update={"url": f"sqlite:///{county}",
+                                                                                "password": None})})
+    root = logging.getLogger()
+    before = list(root.handlers)
+    log_file = configure_logging(settings, console=False)
+    try:
+        result = run_and_notify(settings, lambda: run_sync(settings))
+        assert result.status == "succeeded" and result.rejected > 0  # the sample county has faulty parcels
+        assert len(inbox.messages) == 1 and "rejected too many rows" in inbox.messages[0]["Subject"]
+        assert f"rejected  {result.rejected:,}" in inbox.messages[0].get_content()
+
+        missing = settings.model_copy(update={"source": settings.source.model_copy(
+            update={"url": f"sqlite:///{tmp_path / 'gone.sqlite'}"})})
+        with pytest.raises(PermanentSourceError, match="gone.sqlite does not exist"):
+            run_and_notify(missing, lambda: run_sync(missing))
+    finally:
+        for handler in root.handlers:
+            if handler not in before:
+                handler.close()
+        root.handlers[:] = before
+    assert len(inbox.messages) == 2 and "sync failed" in inbox.messages[1]["Subject"]
+    assert "gone.sqlite does not exist" in inbox.messages[1].get_content()
+    logged = log_file.read_text()
+    assert "sync failed: source SQLite file" in logged and "alert sent to gis-team@county.example" in logged

@@ -112,3 +112,26 @@ def test_a_dotenv_others_can_read_is_warned_about(clean_env: Path, caplog: pytes
     caplog.clear()
     assert load_settings(env_file=dotenv).source.password.get_secret_value() == "x"  # type: ignore[union-attr]
     assert "other users" not in caplog.text
+
+
+def test_cli_set_and_delete_never_show_the_password(file_keyring: Path, clean_env: Path) -> None:
+    from typer.testing import CliRunner
+
+    from countydatasync.cli import app
+
+    config = _config(clean_env)
+    runner = CliRunner()
+    stored = runner.invoke(app, ["credentials", "set", "--config", str(config)], input=f"{PASSWORD}\n{PASSWORD}\n")
+    assert stored.exit_code == 0, stored.output
+    assert "stored the password for gis_reader@db.county.local:5433/parcels" in stored.output
+    assert PASSWORD not in stored.output and "Kr;ng" not in stored.output
+    assert keyring.get_password(SERVICE, "gis_reader@db.county.local:5433/parcels") == PASSWORD
+    mismatch = runner.invoke(app, ["credentials", "set", "--smtp", "--config", str(config)],
+                             input="one-Password\nother-Password\none-Password\none-Password\n")
+    assert mismatch.exit_code == 0 and "do not match" in mismatch.output.lower()
+    assert keyring.get_password(SERVICE, "smtp:alerts@mail.county.local") == "one-Password"
+    assert "one-Password" not in mismatch.output
+    deleted = runner.invoke(app, ["credentials", "delete", "--config", str(config)])
+    assert deleted.exit_code == 0 and "removed the password" in deleted.output
+    again = runner.invoke(app, ["credentials", "delete", "--config", str(config)])
+    assert again.exit_code == 0 and "no password stored" in again.output

@@ -18,9 +18,11 @@ import smtplib
 import ssl
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from collections.abc import Callable
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
+from countydatasync.errors import CountyDataSyncError
 from countydatasync.ops.redact import redact
 from countydatasync.settings import AlertSettings, Settings
 from countydatasync.sync.result import RunResult
@@ -173,6 +175,26 @@ def notify_run(settings: Settings, result: RunResult | None, error: BaseExceptio
     except Exception:
         log.exception("could not send the alert e-mail")
         return False
+
+
+def run_and_notify(settings: Settings, run: Callable[[], RunResult]) -> RunResult:
+    """Call `run` (e.g. `lambda: run_sync(settings)`), log a failure to the log file and send the alerts its
+    outcome calls for, then return its result or re-raise its exception unchanged.
+
+    A Ctrl-C (KeyboardInterrupt) or SystemExit is not a failure worth an e-mail and passes straight through.
+    An exception carrying a `run_result` attribute (a RunResult) lends the alert its counts.
+    """
+    try:
+        result = run()
+    except Exception as exc:
+        # Our own errors carry a complete message; anything else is a bug whose traceback the log needs.
+        log.error("sync failed: %s", exc if isinstance(exc, CountyDataSyncError) else f"{type(exc).__name__}: {exc}",
+                  exc_info=not isinstance(exc, CountyDataSyncError))
+        partial = getattr(exc, "run_result", None)
+        notify_run(settings, partial if isinstance(partial, RunResult) else None, exc)
+        raise
+    notify_run(settings, result, None)
+    return result
 
 
 def _notify(settings: Settings, result: RunResult | None, error: BaseException | None, now: datetime) -> bool:
