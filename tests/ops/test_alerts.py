@@ -37,9 +37,18 @@ def starttls_server(ca: tuple[trustme.CA, Path]) -> Iterator[tuple[int, Inbox]]:
 @pytest.fixture
 def make_settings(tmp_path: Path, ca: tuple[trustme.CA, Path]) -> Callable[..., Settings]:
     def make(port: int, **alerts: object) -> Settings:
-        values = {"smtp_host": "127.0.0.1", "smtp_port": port, "security": "starttls", "ca_file": ca[1],
-                  "username": USER, "password": PASSWORD, "sender": "cds@county.example",
-                  "to": ["gis-team@county.example", "dba@county.example"], "repeat_minutes": 60, **alerts}
+        values = {
+            "smtp_host": "127.0.0.1",
+            "smtp_port": port,
+            "security": "starttls",
+            "ca_file": ca[1],
+            "username": USER,
+            "password": PASSWORD,
+            "sender": "cds@county.example",
+            "to": ["gis-team@county.example", "dba@county.example"],
+            "repeat_minutes": 60,
+            **alerts,
+        }
         return Settings(
             source={"url": "postgresql+psycopg://reader@db.county.local/gis", "password": SOURCE_PASSWORD},
             output={"directory": tmp_path / "staging"},
@@ -50,20 +59,37 @@ def make_settings(tmp_path: Path, ca: tuple[trustme.CA, Path]) -> Callable[..., 
     return make
 
 
-def _result(status: str = "failed", extracted: int = 1000, rejected: int = 0, error: str | None = None) -> RunResult:
-    return RunResult(run_id=41, mode="incremental", source="postgresql+psycopg://reader:***@db.county.local/gis "
-                     "table MasterParcels", started_at=T0, finished_at=T0 + timedelta(seconds=12.5),
-                     status=status, extracted=extracted, inserted=5, updated=7,
-                     unchanged=extracted - 12 - rejected, rejected=rejected, deleted=2, repaired=3, error=error)
+def _result(
+    status: str = "failed", extracted: int = 1000, rejected: int = 0, error: str | None = None
+) -> RunResult:
+    return RunResult(
+        run_id=41,
+        mode="incremental",
+        source="postgresql+psycopg://reader:***@db.county.local/gis table MasterParcels",
+        started_at=T0,
+        finished_at=T0 + timedelta(seconds=12.5),
+        status=status,
+        extracted=extracted,
+        inserted=5,
+        updated=7,
+        unchanged=extracted - 12 - rejected,
+        rejected=rejected,
+        deleted=2,
+        repaired=3,
+        error=error,
+    )
 
 
 def _source_down() -> PermanentSourceError:
-    return PermanentSourceError(f"cannot read postgresql+psycopg://reader:{SOURCE_PASSWORD}@db.county.local/gis: "
-                                f"password authentication failed (password={SOURCE_PASSWORD})")
+    return PermanentSourceError(
+        f"cannot read postgresql+psycopg://reader:{SOURCE_PASSWORD}@db.county.local/gis: "
+        f"password authentication failed (password={SOURCE_PASSWORD})"
+    )
 
 
-def test_a_failed_run_is_mailed_over_starttls_with_login(starttls_server: tuple[int, Inbox],
-                                                          make_settings: Callable[..., Settings]) -> None:
+def test_a_failed_run_is_mailed_over_starttls_with_login(
+    starttls_server: tuple[int, Inbox], make_settings: Callable[..., Settings]
+) -> None:
     port, inbox = starttls_server
     settings = make_settings(port)
     error = _source_down()
@@ -84,26 +110,31 @@ def test_a_failed_run_is_mailed_over_starttls_with_login(starttls_server: tuple[
 
 
 def test_identical_failures_wait_for_the_interval_and_a_success_resets_it(
-        starttls_server: tuple[int, Inbox], make_settings: Callable[..., Settings]) -> None:
+    starttls_server: tuple[int, Inbox], make_settings: Callable[..., Settings]
+) -> None:
     port, inbox = starttls_server
     settings = make_settings(port, repeat_minutes=60)
     assert notify_run(settings, None, _source_down(), now=T0)
     assert not notify_run(settings, None, _source_down(), now=T0 + timedelta(minutes=15))
     assert not notify_run(settings, None, _source_down(), now=T0 + timedelta(minutes=59))
     assert len(inbox.messages) == 1
-    assert notify_run(settings, None, PermanentSourceError("table MasterParcels not found"),
-                      now=T0 + timedelta(minutes=20)), "a different failure is news"
+    assert notify_run(
+        settings, None, PermanentSourceError("table MasterParcels not found"), now=T0 + timedelta(minutes=20)
+    ), "a different failure is news"
     assert notify_run(settings, None, _source_down(), now=T0 + timedelta(minutes=61))
     assert len(inbox.messages) == 3
     assert alert_state_path(settings).is_file()
     # A successful run ends the incident: the same failure right after is mailed again.
-    assert not notify_run(settings, _result(status="succeeded", rejected=0), None, now=T0 + timedelta(minutes=62))
+    assert not notify_run(
+        settings, _result(status="succeeded", rejected=0), None, now=T0 + timedelta(minutes=62)
+    )
     assert notify_run(settings, None, _source_down(), now=T0 + timedelta(minutes=63))
     assert len(inbox.messages) == 4
 
 
-def test_rejections_over_the_threshold_are_mailed(starttls_server: tuple[int, Inbox],
-                                                   make_settings: Callable[..., Settings]) -> None:
+def test_rejections_over_the_threshold_are_mailed(
+    starttls_server: tuple[int, Inbox], make_settings: Callable[..., Settings]
+) -> None:
     port, inbox = starttls_server
     by_share = make_settings(port, max_rejected_share=0.05, max_rejected_rows=None)
     assert not notify_run(by_share, _result(status="succeeded", rejected=50), None, now=T0)  # exactly 5%
@@ -129,17 +160,20 @@ def test_implicit_tls(ca: tuple[trustme.CA, Path], make_settings: Callable[..., 
     assert inbox.logins == [USER] and len(inbox.messages) == 1
 
 
-def test_an_untrusted_certificate_is_refused(starttls_server: tuple[int, Inbox],
-                                             make_settings: Callable[..., Settings],
-                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_an_untrusted_certificate_is_refused(
+    starttls_server: tuple[int, Inbox],
+    make_settings: Callable[..., Settings],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     port, inbox = starttls_server
     settings = make_settings(port, ca_file=None)  # the system store does not know the test CA
     assert not notify_run(settings, None, _source_down(), now=T0)
     assert inbox.messages == [] and "SSLCertVerificationError" in caplog.text
 
 
-def test_a_dead_smtp_server_never_hides_the_original_error(make_settings: Callable[..., Settings],
-                                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_a_dead_smtp_server_never_hides_the_original_error(
+    make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
     settings = make_settings(free_port(), timeout_seconds=2)  # nothing listens there
     caplog.set_level(logging.INFO)
     with pytest.raises(PermanentSourceError, match="password authentication failed"):
@@ -153,9 +187,11 @@ def test_a_dead_smtp_server_never_hides_the_original_error(make_settings: Callab
     assert not alert_state_path(settings).exists(), "an unsent alert must not count as sent"
 
 
-def test_a_wrong_smtp_password_is_logged_without_the_password(starttls_server: tuple[int, Inbox],
-                                                              make_settings: Callable[..., Settings],
-                                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_a_wrong_smtp_password_is_logged_without_the_password(
+    starttls_server: tuple[int, Inbox],
+    make_settings: Callable[..., Settings],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     port, inbox = starttls_server
     settings = make_settings(port, password="Wrong;pass}word")
     assert notify_run(settings, None, _source_down(), now=T0) is False
@@ -165,8 +201,9 @@ def test_a_wrong_smtp_password_is_logged_without_the_password(starttls_server: t
     assert notify_run(make_settings(port), None, _source_down(), now=T0 + timedelta(minutes=1))
 
 
-def test_nothing_is_sent_when_alerts_are_off_or_the_run_is_fine(starttls_server: tuple[int, Inbox],
-                                                                make_settings: Callable[..., Settings]) -> None:
+def test_nothing_is_sent_when_alerts_are_off_or_the_run_is_fine(
+    starttls_server: tuple[int, Inbox], make_settings: Callable[..., Settings]
+) -> None:
     port, inbox = starttls_server
     assert not notify_run(make_settings(port, to=[]), None, _source_down(), now=T0)
     assert not notify_run(make_settings(port, on_failure=False), None, _source_down(), now=T0)
@@ -174,8 +211,9 @@ def test_nothing_is_sent_when_alerts_are_off_or_the_run_is_fine(starttls_server:
     assert inbox.messages == []
 
 
-def test_run_and_notify_around_a_real_sync(starttls_server: tuple[int, Inbox], make_settings: Callable[..., Settings],
-                                           tmp_path: Path) -> None:
+def test_run_and_notify_around_a_real_sync(
+    starttls_server: tuple[int, Inbox], make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
     from countydatasync.ops.alerts import run_and_notify
     from countydatasync.ops.logs import configure_logging
     from countydatasync.sample.county import SampleCounty, write_sample_county
@@ -184,8 +222,9 @@ def test_run_and_notify_around_a_real_sync(starttls_server: tuple[int, Inbox], m
     port, inbox = starttls_server
     county = write_sample_county(tmp_path / "county.sqlite", SampleCounty(parcels=300, seed=5))
     base = make_settings(port, max_rejected_rows=0, max_rejected_share=None)
-    settings = base.model_copy(update={"source": base.source.model_copy(update={"url": f"sqlite:///{county}",
-                                                                                "password": None})})
+    settings = base.model_copy(
+        update={"source": base.source.model_copy(update={"url": f"sqlite:///{county}", "password": None})}
+    )
     root = logging.getLogger()
     before = list(root.handlers)
     log_file = configure_logging(settings, console=False)
@@ -195,8 +234,11 @@ def test_run_and_notify_around_a_real_sync(starttls_server: tuple[int, Inbox], m
         assert len(inbox.messages) == 1 and "rejected too many rows" in inbox.messages[0]["Subject"]
         assert f"rejected  {result.rejected:,}" in inbox.messages[0].get_content()
 
-        missing = settings.model_copy(update={"source": settings.source.model_copy(
-            update={"url": f"sqlite:///{tmp_path / 'gone.sqlite'}"})})
+        missing = settings.model_copy(
+            update={
+                "source": settings.source.model_copy(update={"url": f"sqlite:///{tmp_path / 'gone.sqlite'}"})
+            }
+        )
         with pytest.raises(PermanentSourceError, match="gone.sqlite does not exist"):
             run_and_notify(missing, lambda: run_sync(missing))
     finally:

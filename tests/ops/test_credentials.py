@@ -54,8 +54,9 @@ def test_a_stored_password_fills_the_settings(file_keyring: Path, clean_env: Pat
     assert PASSWORD not in repr(loaded)
 
 
-def test_the_environment_and_dotenv_win_over_the_store(file_keyring: Path, clean_env: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_environment_and_dotenv_win_over_the_store(
+    file_keyring: Path, clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = _config(clean_env)
     set_password(load_settings(config, env_file=None), PASSWORD)
     dotenv = clean_env / ".env"
@@ -85,7 +86,8 @@ def test_the_smtp_password_has_its_own_entry(file_keyring: Path, clean_env: Path
 
 
 def test_no_usable_store_is_a_clear_error_and_does_not_break_loading(
-        clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     previous = keyring.get_keyring()
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
     keyring.core.init_backend()
@@ -121,13 +123,18 @@ def test_cli_set_and_delete_never_show_the_password(file_keyring: Path, clean_en
 
     config = _config(clean_env)
     runner = CliRunner()
-    stored = runner.invoke(app, ["credentials", "set", "--config", str(config)], input=f"{PASSWORD}\n{PASSWORD}\n")
+    stored = runner.invoke(
+        app, ["credentials", "set", "--config", str(config)], input=f"{PASSWORD}\n{PASSWORD}\n"
+    )
     assert stored.exit_code == 0, stored.output
     assert "stored the password for gis_reader@db.county.local:5433/parcels" in stored.output
     assert PASSWORD not in stored.output and "Kr;ng" not in stored.output
     assert keyring.get_password(SERVICE, "gis_reader@db.county.local:5433/parcels") == PASSWORD
-    mismatch = runner.invoke(app, ["credentials", "set", "--smtp", "--config", str(config)],
-                             input="one-Password\nother-Password\none-Password\none-Password\n")
+    mismatch = runner.invoke(
+        app,
+        ["credentials", "set", "--smtp", "--config", str(config)],
+        input="one-Password\nother-Password\none-Password\none-Password\n",
+    )
     assert mismatch.exit_code == 0 and "do not match" in mismatch.output.lower()
     assert keyring.get_password(SERVICE, "smtp:alerts@mail.county.local") == "one-Password"
     assert "one-Password" not in mismatch.output

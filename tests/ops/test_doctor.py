@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,19 +33,33 @@ def _by_name(checks: list[Check]) -> dict[str, Check]:
 
 @pytest.fixture(scope="module")
 def county(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_sample_county(tmp_path_factory.mktemp("doctor") / "county.sqlite", SampleCounty(parcels=200, seed=3))
+    return write_sample_county(
+        tmp_path_factory.mktemp("doctor") / "county.sqlite", SampleCounty(parcels=200, seed=3)
+    )
 
 
 def _sqlite_settings(county: Path, tmp_path: Path, **sections: object) -> Settings:
-    return Settings(source={"url": f"sqlite:///{county}", **sections.pop("source", {})},  # type: ignore[dict-item]
-                    output={"directory": tmp_path / "staging"}, logging={"file": tmp_path / "logs" / "cds.log"},
-                    **sections)
+    return Settings(
+        source={"url": f"sqlite:///{county}", **sections.pop("source", {})},  # type: ignore[dict-item]
+        output={"directory": tmp_path / "staging"},
+        logging={"file": tmp_path / "logs" / "cds.log"},
+        **sections,
+    )
 
 
 def test_the_sample_county_passes(county: Path, tmp_path: Path) -> None:
     checks = _by_name(run_checks(_sqlite_settings(county, tmp_path)))
-    for name in ("source reachable", "source table", "column types", "read-only account", "output folder",
-                 "log folder", "GDAL", "PROJ", "secrets"):
+    for name in (
+        "source reachable",
+        "source table",
+        "column types",
+        "read-only account",
+        "output folder",
+        "log folder",
+        "GDAL",
+        "PROJ",
+        "secrets",
+    ):
         assert checks[name].status == "pass", checks[name]
     assert "mode=ro" in checks["read-only account"].detail
     assert "EPSG:2927" in checks["PROJ"].detail and "GDAL 3." in checks["GDAL"].detail
@@ -53,8 +67,12 @@ def test_the_sample_county_passes(county: Path, tmp_path: Path) -> None:
 
 
 def test_missing_columns_and_wrong_types_are_named(county: Path, tmp_path: Path) -> None:
-    missing = _sqlite_settings(county, tmp_path, columns=[{"source": "NoSuchColumn", "name": "x"}],
-                               stats={"dimensions": [], "measures": []})
+    missing = _sqlite_settings(
+        county,
+        tmp_path,
+        columns=[{"source": "NoSuchColumn", "name": "x"}],
+        stats={"dimensions": [], "measures": []},
+    )
     table = _by_name(run_checks(missing))["source table"]
     assert table.status == "fail" and "NoSuchColumn" in table.detail
     wkt = _sqlite_settings(county, tmp_path, source={"geometry_encoding": "wkt"})
@@ -78,8 +96,14 @@ def test_an_unwritable_output_folder_fails(tmp_path: Path) -> None:
 def test_smtp_answers_or_fails(tmp_path: Path) -> None:
     ca, ca_file = make_ca(tmp_path)
     controller, _ = start_server(ca, implicit_tls=False)
-    alerts = {"smtp_host": "127.0.0.1", "smtp_port": controller.port, "ca_file": ca_file, "username": USER,
-              "password": PASSWORD, "to": ["gis@county.local"]}
+    alerts = {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": controller.port,
+        "ca_file": ca_file,
+        "username": USER,
+        "password": PASSWORD,
+        "to": ["gis@county.local"],
+    }
     try:
         ok = check_smtp(Settings(alerts=alerts))
         wrong = check_smtp(Settings(alerts={**alerts, "password": "Wrong;pw}1"}))
@@ -87,7 +111,9 @@ def test_smtp_answers_or_fails(tmp_path: Path) -> None:
         controller.stop()
     dead = check_smtp(Settings(alerts={**alerts, "smtp_port": free_port(), "timeout_seconds": 2}))
     assert ok.status == "pass" and f"logged in as {USER}" in ok.detail
-    assert wrong.status == "fail" and "SMTPAuthenticationError" in wrong.detail and "Wrong" not in wrong.detail
+    assert (
+        wrong.status == "fail" and "SMTPAuthenticationError" in wrong.detail and "Wrong" not in wrong.detail
+    )
     assert dead.status == "fail" and "ConnectionRefusedError" in dead.detail
 
 
@@ -107,16 +133,27 @@ def test_cli_exit_code_follows_failures(county: Path, tmp_path: Path, clean_env:
 
 
 def test_mssql_permission_queries_compile() -> None:
-    """No SQL Server here: the statements must at least compile for its dialect, with the object name bound."""
-    spec = SourceSpec(table="Master]Parcels", db_schema="dbo", key_column="PIN", geometry_column="Shape",
-                      geometry_encoding="native", modified_column=None, attribute_columns=(), batch_size=10)
+    """No SQL Server here: the statements must compile for its dialect, with the object name bound."""
+    spec = SourceSpec(
+        table="Master]Parcels",
+        db_schema="dbo",
+        key_column="PIN",
+        geometry_column="Shape",
+        geometry_encoding="native",
+        modified_column=None,
+        attribute_columns=(),
+        batch_size=10,
+    )
     assert privileges.mssql_qualified(spec) == "[dbo].[Master]]Parcels]"
     dialect = mssql.pyodbc.dialect(paramstyle="qmark")  # as pyodbc, the SQL Server driver, binds
     compiled = privileges.MSSQL_OBJECT_PERMISSIONS.compile(dialect=dialect)
     assert "FROM fn_my_permissions(?, 'OBJECT')" in str(compiled)
     assert compiled.construct_params({"qualified": privileges.mssql_qualified(spec)}) == {  # type: ignore[attr-defined]
-        "qualified": "[dbo].[Master]]Parcels]"}
-    assert "fn_my_permissions(NULL, 'DATABASE')" in str(privileges.MSSQL_DATABASE_PERMISSIONS.compile(dialect=dialect))
+        "qualified": "[dbo].[Master]]Parcels]"
+    }
+    assert "fn_my_permissions(NULL, 'DATABASE')" in str(
+        privileges.MSSQL_DATABASE_PERMISSIONS.compile(dialect=dialect)
+    )
     assert "IS_SRVROLEMEMBER('sysadmin')" in str(privileges.MSSQL_ROLES.compile(dialect=dialect))
     assert {"INSERT", "UPDATE", "DELETE", "ALTER", "CONTROL"} <= set(privileges.MSSQL_WRITES)
 
@@ -162,12 +199,20 @@ def _pg_settings(tmp_path: Path, role: str, password: str, schema: str, **source
     assert PG_URL
     url = sa.engine.make_url(PG_URL).set(username=role, password=None)
     return Settings(
-        source={"url": url.render_as_string(hide_password=False), "password": password, "db_schema": schema,
-                **source},
-        columns=[{"source": "OwnerName", "name": "owner_name"}, {"source": "Acres", "name": "acres", "type": "real"},
-                 {"source": "YearBuilt", "name": "year_built", "type": "integer"}],
+        source={
+            "url": url.render_as_string(hide_password=False),
+            "password": password,
+            "db_schema": schema,
+            **source,
+        },
+        columns=[
+            {"source": "OwnerName", "name": "owner_name"},
+            {"source": "Acres", "name": "acres", "type": "real"},
+            {"source": "YearBuilt", "name": "year_built", "type": "integer"},
+        ],
         stats={"dimensions": ["owner_name"], "measures": ["acres"]},
-        output={"directory": tmp_path / "staging"}, logging={"file": tmp_path / "logs" / "cds.log"},
+        output={"directory": tmp_path / "staging"},
+        logging={"file": tmp_path / "logs" / "cds.log"},
     )
 
 
@@ -192,7 +237,9 @@ def test_a_role_that_can_write_is_warned_with_its_grants(pg_roles: dict[str, str
 
 @pg
 def test_postgres_catalog_problems_are_reported(pg_roles: dict[str, str], tmp_path: Path) -> None:
-    wrong_encoding = _pg_settings(tmp_path, pg_roles["ro"], RO_PASSWORD, pg_roles["schema"], geometry_encoding="wkt")
+    wrong_encoding = _pg_settings(
+        tmp_path, pg_roles["ro"], RO_PASSWORD, pg_roles["schema"], geometry_encoding="wkt"
+    )
     assert _by_name(run_checks(wrong_encoding))["column types"].status == "warn"
     no_table = _pg_settings(tmp_path, pg_roles["ro"], RO_PASSWORD, pg_roles["schema"], table="Missing")
     table = _by_name(run_checks(no_table))["source table"]
@@ -203,10 +250,11 @@ def test_postgres_catalog_problems_are_reported(pg_roles: dict[str, str], tmp_pa
 def test_an_unreachable_server_fails_without_the_password(pg_roles: dict[str, str], tmp_path: Path) -> None:
     settings = _pg_settings(tmp_path, pg_roles["ro"], RO_PASSWORD, pg_roles["schema"])
     url = sa.engine.make_url(settings.source.url).set(port=free_port())
-    down = settings.model_copy(update={"source": settings.source.model_copy(
-        update={"url": url.render_as_string(hide_password=False)})})
+    down = settings.model_copy(
+        update={
+            "source": settings.source.model_copy(update={"url": url.render_as_string(hide_password=False)})
+        }
+    )
     reachable = _by_name(run_checks(down))["source reachable"]
     assert reachable.status == "fail" and "OperationalError" in reachable.detail
     assert "Ro;pa" not in reachable.detail
-
-

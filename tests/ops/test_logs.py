@@ -1,4 +1,4 @@
-"""configure_logging: a rotating file (text or JSON lines) plus the console, with secrets removed from both."""
+"""configure_logging: a rotating file (text or JSON lines) plus the console, secrets removed from both."""
 
 from __future__ import annotations
 
@@ -33,8 +33,10 @@ def _restore_root_logger() -> Iterator[None]:
 
 
 def _settings(tmp_path: Path, **logging_fields: object) -> Settings:
-    return Settings(source={"url": "postgresql+psycopg://reader@db.county.local/gis", "password": PASSWORD},
-                    logging={"file": tmp_path / "logs" / "cds.log", **logging_fields})
+    return Settings(
+        source={"url": "postgresql+psycopg://reader@db.county.local/gis", "password": PASSWORD},
+        logging={"file": tmp_path / "logs" / "cds.log", **logging_fields},
+    )
 
 
 def test_file_and_console_get_records_without_the_password(tmp_path: Path) -> None:
@@ -62,8 +64,9 @@ def test_file_and_console_get_records_without_the_password(tmp_path: Path) -> No
 
 
 def test_json_lines_and_rotation(tmp_path: Path) -> None:
-    path = configure_logging(_settings(tmp_path, json_lines=True, max_bytes=2_000, backup_count=2),
-                             console=False)
+    path = configure_logging(
+        _settings(tmp_path, json_lines=True, max_bytes=2_000, backup_count=2), console=False
+    )
     log = logging.getLogger("countydatasync.load")
     for n in range(60):
         log.warning("batch %d written with password=%s", n, PASSWORD)

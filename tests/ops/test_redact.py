@@ -38,7 +38,8 @@ def _libpq_value(password: str) -> str:
 @settings(max_examples=150, deadline=None)
 @given(password=passwords)
 def test_url_passwords_are_removed(password: str) -> None:
-    text = f"cannot connect to postgresql+psycopg://reader:{quote(password, safe='')}@db.county.local:5432/gis now"
+    encoded = quote(password, safe="")
+    text = f"cannot connect to postgresql+psycopg://reader:{encoded}@db.county.local:5432/gis now"
     out = redact(text)
     assert quote(password, safe="") not in out
     assert "reader:***@db.county.local:5432/gis now" in out
@@ -67,8 +68,12 @@ def test_libpq_dsn_passwords_are_removed(password: str) -> None:
 @given(password=passwords)
 def test_registered_secrets_are_removed_in_any_format(password: str) -> None:
     register_secret(password)
-    for text in (f"login failed for {password}!", f"x={password!r}", f"u:{quote(password, safe='')}@h",
-                 "PWD={" + password.replace("}", "}}") + "};"):
+    for text in (
+        f"login failed for {password}!",
+        f"x={password!r}",
+        f"u:{quote(password, safe='')}@h",
+        "PWD={" + password.replace("}", "}}") + "};",
+    ):
         out = redact(text)
         assert password not in out, text
         assert MASK in out
@@ -85,7 +90,9 @@ def test_tokens_and_smtp_auth_are_removed() -> None:
 
 
 def test_ordinary_text_is_left_alone() -> None:
-    text = "run 12 (incremental): extracted 3,000, rejected 4; sqlite:///data/county.sqlite table MasterParcels"
+    text = (
+        "run 12 (incremental): extracted 3,000, rejected 4; sqlite:///data/county.sqlite table MasterParcels"
+    )
     assert redact(text) == text
     assert redact("postgresql://reader@db/gis") == "postgresql://reader@db/gis"
     register_secret("ab")  # too short to mask without destroying the log
@@ -106,7 +113,9 @@ def test_the_log_filter_redacts_message_arguments_and_traceback() -> None:
     handler.addFilter(RedactingFilter())
     logger.addHandler(handler)
     try:
-        logger.warning("connecting to %s", "mssql+pyodbc://u:x@dsn?odbc_connect=PWD%3D%7BRutabaga%3B%7D%7D42%7D")
+        logger.warning(
+            "connecting to %s", "mssql+pyodbc://u:x@dsn?odbc_connect=PWD%3D%7BRutabaga%3B%7D%7D42%7D"
+        )
         try:
             raise RuntimeError("login failed: PWD={Rutabaga;}}42}; for user gis")
         except RuntimeError:

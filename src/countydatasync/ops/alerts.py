@@ -16,9 +16,9 @@ import os
 import re
 import smtplib
 import ssl
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from collections.abc import Callable
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
@@ -47,7 +47,9 @@ def rejection_exceeded(alerts: AlertSettings, result: RunResult) -> bool:
 
 
 def _secrets(settings: Settings) -> list[str | None]:
-    found = [s.get_secret_value() if s else None for s in (settings.source.password, settings.alerts.password)]
+    found = [
+        s.get_secret_value() if s else None for s in (settings.source.password, settings.alerts.password)
+    ]
     return found
 
 
@@ -64,8 +66,8 @@ def compose_alert(settings: Settings, result: RunResult | None, error: BaseExcep
     if result is not None:
         share = f" ({result.rejected / result.extracted:.1%} of extracted)" if result.extracted else ""
         lines += [
-            f"Run {result.run_id} ({result.mode}), status {result.status}, started {result.started_at:%Y-%m-%d %H:%M:%S %Z}, "
-            f"took {result.duration_s:.1f} s.",
+            f"Run {result.run_id} ({result.mode}), status {result.status}, "
+            f"started {result.started_at:%Y-%m-%d %H:%M:%S %Z}, took {result.duration_s:.1f} s.",
             f"Source: {result.source}",
             "",
             f"  extracted {result.extracted:,}",
@@ -78,8 +80,12 @@ def compose_alert(settings: Settings, result: RunResult | None, error: BaseExcep
             "",
         ]
         if not failed:
-            limits = [f"more than {alerts.max_rejected_rows:,} rows" if alerts.max_rejected_rows is not None else "",
-                      f"more than {alerts.max_rejected_share:.1%}" if alerts.max_rejected_share is not None else ""]
+            limits = [
+                f"more than {alerts.max_rejected_rows:,} rows"
+                if alerts.max_rejected_rows is not None
+                else "",
+                f"more than {alerts.max_rejected_share:.1%}" if alerts.max_rejected_share is not None else "",
+            ]
             lines += [f"Alert threshold: {' or '.join(x for x in limits if x)} rejected.", ""]
     else:
         lines += [f"Source: {settings.source.url} table {settings.source.table}", ""]
@@ -96,7 +102,9 @@ def compose_alert(settings: Settings, result: RunResult | None, error: BaseExcep
         "Run `countydatasync doctor` on the server to check settings, connectivity and permissions.",
     ]
     message = EmailMessage()
-    message["Subject"] = redact(f"{alerts.subject_prefix} {what}: {settings.source.table}", _secrets(settings))
+    message["Subject"] = redact(
+        f"{alerts.subject_prefix} {what}: {settings.source.table}", _secrets(settings)
+    )
     message["From"] = alerts.sender
     message["To"] = ", ".join(alerts.to)
     message["Date"] = format_datetime(datetime.now(UTC))
@@ -109,7 +117,9 @@ def fingerprint(settings: Settings, result: RunResult | None, error: BaseExcepti
     """What makes two alerts the same: the kind, the source and the error (digits ignored, since timings,
     row numbers and run ids differ between otherwise identical failures)."""
     if error is not None or (result is not None and result.status == "failed"):
-        text = f"{type(error).__name__}: {error}" if error is not None else str(result.error if result else "")
+        text = (
+            f"{type(error).__name__}: {error}" if error is not None else str(result.error if result else "")
+        )
         kind = "failure:" + re.sub(r"\d+", "#", redact(text, _secrets(settings)))
     else:
         kind = "rejected"
@@ -138,8 +148,9 @@ def smtp_connection(alerts: AlertSettings) -> smtplib.SMTP:
     context = ssl.create_default_context(cafile=str(alerts.ca_file) if alerts.ca_file else None)
     server: smtplib.SMTP
     if alerts.security == "ssl":
-        server = smtplib.SMTP_SSL(alerts.smtp_host, alerts.smtp_port, timeout=alerts.timeout_seconds,
-                                  context=context)
+        server = smtplib.SMTP_SSL(
+            alerts.smtp_host, alerts.smtp_port, timeout=alerts.timeout_seconds, context=context
+        )
     else:
         server = smtplib.SMTP(alerts.smtp_host, alerts.smtp_port, timeout=alerts.timeout_seconds)
     try:
@@ -162,8 +173,12 @@ def send_alert(settings: Settings, message: EmailMessage) -> None:
         server.send_message(message)
 
 
-def notify_run(settings: Settings, result: RunResult | None, error: BaseException | None = None,
-               now: datetime | None = None) -> bool:
+def notify_run(
+    settings: Settings,
+    result: RunResult | None,
+    error: BaseException | None = None,
+    now: datetime | None = None,
+) -> bool:
     """Send an alert when the run failed (`error`, or `result.status == "failed"`) or rejected more rows
     than allowed; True when one was sent. Never raises: problems are logged.
 
@@ -188,8 +203,11 @@ def run_and_notify(settings: Settings, run: Callable[[], RunResult]) -> RunResul
         result = run()
     except Exception as exc:
         # Our own errors carry a complete message; anything else is a bug whose traceback the log needs.
-        log.error("sync failed: %s", exc if isinstance(exc, CountyDataSyncError) else f"{type(exc).__name__}: {exc}",
-                  exc_info=not isinstance(exc, CountyDataSyncError))
+        log.error(
+            "sync failed: %s",
+            exc if isinstance(exc, CountyDataSyncError) else f"{type(exc).__name__}: {exc}",
+            exc_info=not isinstance(exc, CountyDataSyncError),
+        )
         partial = getattr(exc, "run_result", None)
         notify_run(settings, partial if isinstance(partial, RunResult) else None, exc)
         raise
@@ -215,15 +233,23 @@ def _notify(settings: Settings, result: RunResult | None, error: BaseException |
     state = _load_state(state_path)
     last = state.get(key)
     if last is not None and now - datetime.fromisoformat(last) < timedelta(minutes=alerts.repeat_minutes):
-        log.info("alert not re-sent: the same alert went out at %s (alerts.repeat_minutes = %s)",
-                 last, alerts.repeat_minutes)
+        log.info(
+            "alert not re-sent: the same alert went out at %s (alerts.repeat_minutes = %s)",
+            last,
+            alerts.repeat_minutes,
+        )
         return False
     message = compose_alert(settings, result, error)
     try:
         send_alert(settings, message)
     except (OSError, smtplib.SMTPException) as exc:
-        log.error("could not send the alert e-mail via %s:%s: %s: %s", alerts.smtp_host, alerts.smtp_port,
-                  type(exc).__name__, redact(str(exc), _secrets(settings)))
+        log.error(
+            "could not send the alert e-mail via %s:%s: %s: %s",
+            alerts.smtp_host,
+            alerts.smtp_port,
+            type(exc).__name__,
+            redact(str(exc), _secrets(settings)),
+        )
         return False
     state[key] = now.isoformat()
     _save_state(state_path, state)

@@ -82,8 +82,10 @@ def stored_password(settings: Settings, smtp: bool = False) -> str | None:
 
 
 def _store_problem(exc: BaseException) -> str:
-    return (f"the OS credential store is not usable ({type(exc).__name__}: {exc}); set CDS_SOURCE__PASSWORD "
-            "in the environment or a .env file readable only by the service account instead")
+    return (
+        f"the OS credential store is not usable ({type(exc).__name__}: {exc}); set CDS_SOURCE__PASSWORD "
+        "in the environment or a .env file readable only by the service account instead"
+    )
 
 
 def env_file_warning(path: Path | None) -> str | None:
@@ -93,8 +95,10 @@ def env_file_warning(path: Path | None) -> str | None:
         return None
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        return (f"{path} holds secrets but other users may read it (mode {stat.S_IMODE(mode):o}); "
-                f"run `chmod 600 {path}`")
+        return (
+            f"{path} holds secrets but other users may read it (mode {stat.S_IMODE(mode):o}); "
+            f"run `chmod 600 {path}`"
+        )
     return None
 
 
@@ -105,11 +109,11 @@ def complete_settings(settings: Settings, env_file: Path | None = None) -> Setti
     if warning:
         log.warning(warning)
     updates: dict[str, object] = {}
-    if settings.source.password is None and not _has_url_password(settings.source.url):
-        if _url_user(settings.source.url):
-            found = stored_password(settings)
-            if found:
-                updates["source"] = settings.source.model_copy(update={"password": SecretStr(found)})
+    url = settings.source.url
+    if settings.source.password is None and not _has_url_password(url) and _url_user(url):
+        found = stored_password(settings)
+        if found:
+            updates["source"] = settings.source.model_copy(update={"password": SecretStr(found)})
     alerts = settings.alerts
     if alerts.password is None and alerts.username and alerts.smtp_host:
         found = stored_password(settings, smtp=True)

@@ -44,18 +44,28 @@ def diagnose(config: Path | None = None, env_file: Path | None = Path(".env")) -
         settings = load_settings(config, env_file=env_file)
     except ConfigError as exc:
         return [Check("settings", "fail", redact(str(exc)))]
-    file = config or os.environ.get("CDS_CONFIG") or (DEFAULT_CONFIG_FILE if Path(DEFAULT_CONFIG_FILE).is_file()
-                                                      else "defaults")
-    return [Check("settings", "pass", f"valid ({file}, .env and environment)"), *run_checks(settings, env_file)]
+    file = (
+        config
+        or os.environ.get("CDS_CONFIG")
+        or (DEFAULT_CONFIG_FILE if Path(DEFAULT_CONFIG_FILE).is_file() else "defaults")
+    )
+    return [
+        Check("settings", "pass", f"valid ({file}, .env and environment)"),
+        *run_checks(settings, env_file),
+    ]
 
 
 def run_checks(settings: Settings, env_file: Path | None = None) -> list[Check]:
     """Every check after the settings loaded: secrets, source, folders, GDAL, PROJ, SMTP."""
     checks = [check_secrets(settings, env_file)]
     checks += check_source(settings)
-    checks += [check_writable("output folder", settings.output.directory),
-               check_writable("log folder", settings.logging.file.parent),
-               check_gdal(), check_proj(settings), check_smtp(settings)]
+    checks += [
+        check_writable("output folder", settings.output.directory),
+        check_writable("log folder", settings.logging.file.parent),
+        check_gdal(),
+        check_proj(settings),
+        check_smtp(settings),
+    ]
     return checks
 
 
@@ -72,10 +82,12 @@ def check_secrets(settings: Settings, env_file: Path | None) -> Check:
     problems = []
     try:
         if sa.engine.make_url(settings.source.url).password is not None:
-            problems.append("source.url contains a password; move it to CDS_SOURCE__PASSWORD or "
-                            "`countydatasync credentials set`")
-    except Exception:
-        pass  # an invalid URL is reported by the source check
+            problems.append(
+                "source.url contains a password; move it to CDS_SOURCE__PASSWORD or "
+                "`countydatasync credentials set`"
+            )
+    except Exception:  # noqa: S110  (an invalid URL is reported by the source check)
+        pass
     warning = env_file_warning(env_file)
     if warning:
         problems.append(warning)
@@ -110,15 +122,23 @@ def check_source(settings: Settings) -> list[Check]:
                 conn.execute(sa.text("SELECT 1"))
         except Exception as exc:
             text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-            return [Check("source reachable", "fail",
-                          redact(f"{where}: {type(exc).__name__}: {text[0] if text else ''}", secrets))]
+            return [
+                Check(
+                    "source reachable",
+                    "fail",
+                    redact(f"{where}: {type(exc).__name__}: {text[0] if text else ''}", secrets),
+                )
+            ]
         checks = [Check("source reachable", "pass", where)]
         try:
             source.table()
         except CountyDataSyncError as exc:
             return [*checks, Check("source table", "fail", redact(str(exc), secrets))]
-        name = f"{settings.source.db_schema}.{settings.source.table}" if settings.source.db_schema \
+        name = (
+            f"{settings.source.db_schema}.{settings.source.table}"
+            if settings.source.db_schema
             else settings.source.table
+        )
         checks.append(Check("source table", "pass", f"{name} has every configured column"))
         checks.append(check_column_types(source.engine, settings))
         checks.append(check_read_only(source))
@@ -160,7 +180,9 @@ def check_column_types(engine: sa.Engine, settings: Settings) -> Check:
     src = settings.source
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", sa.exc.SAWarning)  # "did not recognize type 'geometry'"
-        columns = {c["name"]: c["type"] for c in sa.inspect(engine).get_columns(src.table, schema=src.db_schema)}
+        columns = {
+            c["name"]: c["type"] for c in sa.inspect(engine).get_columns(src.table, schema=src.db_schema)
+        }
     problems = []
 
     def expect(column: str, allowed: set[str], what: str) -> None:
@@ -169,22 +191,28 @@ def check_column_types(engine: sa.Engine, settings: Settings) -> Check:
             problems.append(f"{column} is {columns[column]!s} ({kind}), {what}")
 
     expect(src.key_column, {"text", "integer"}, "a parcel key should be text or integer")
-    expect(src.geometry_column, _GEOMETRY[src.geometry_encoding],
-           f"which does not look like geometry_encoding '{src.geometry_encoding}'")
+    expect(
+        src.geometry_column,
+        _GEOMETRY[src.geometry_encoding],
+        f"which does not look like geometry_encoding '{src.geometry_encoding}'",
+    )
     if src.modified_column:
         expect(src.modified_column, {"datetime", "text"}, "a modified column should be a date/time")
     for spec in settings.columns:
         expect(spec.source, _USABLE[spec.type], f"cannot become {spec.type} ({spec.name})")
     if problems:
         return Check("column types", "warn", "; ".join(problems))
-    return Check("column types", "pass", f"{len(columns)} columns in {src.table}; every configured one is usable")
+    return Check(
+        "column types", "pass", f"{len(columns)} columns in {src.table}; every configured one is usable"
+    )
 
 
 def check_read_only(source: SqlSource) -> Check:
     """Least privilege: a sync only reads, so an account that can write is one leaked password from harm."""
     dialect = source.engine.dialect.name
     checker: Callable[[sa.Connection, SourceSpec], tuple[bool, str]] | None = {
-        "postgresql": privileges.postgresql, "mssql": privileges.mssql,
+        "postgresql": privileges.postgresql,
+        "mssql": privileges.mssql,
     }.get(dialect)
     if dialect == "sqlite":
         if source.engine.url.query.get("mode") == "ro" or "mode=ro" in str(source.engine.url.database):
@@ -197,8 +225,11 @@ def check_read_only(source: SqlSource) -> Check:
             writes, detail = checker(conn, source.spec)
     except Exception as exc:
         text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        return Check("read-only account", "warn",
-                     redact(f"could not read privileges: {type(exc).__name__}: {text[0] if text else ''}"))
+        return Check(
+            "read-only account",
+            "warn",
+            redact(f"could not read privileges: {type(exc).__name__}: {text[0] if text else ''}"),
+        )
     return Check("read-only account", "warn" if writes else "pass", detail)
 
 
@@ -248,15 +279,21 @@ def check_smtp(settings: Settings) -> Check:
     """The SMTP server answers, TLS works and the login is accepted, when alerts are configured."""
     alerts = settings.alerts
     if not alerts.configured:
-        return Check("SMTP", "warn", "alerts are off: nobody hears about failed runs "
-                     "(set alerts.smtp_host and alerts.to)")
+        return Check(
+            "SMTP",
+            "warn",
+            "alerts are off: nobody hears about failed runs (set alerts.smtp_host and alerts.to)",
+        )
     from countydatasync.ops.alerts import smtp_connection
 
     try:
         with smtp_connection(alerts) as server:
             server.noop()
     except Exception as exc:
-        return Check("SMTP", "fail", redact(f"{alerts.smtp_host}:{alerts.smtp_port}: {type(exc).__name__}: "
-                                            f"{exc}", _secrets(settings)))
+        return Check(
+            "SMTP",
+            "fail",
+            redact(f"{alerts.smtp_host}:{alerts.smtp_port}: {type(exc).__name__}: {exc}", _secrets(settings)),
+        )
     login = f", logged in as {alerts.username}" if alerts.username else ""
     return Check("SMTP", "pass", f"{alerts.smtp_host}:{alerts.smtp_port} answered ({alerts.security}{login})")

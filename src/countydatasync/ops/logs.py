@@ -62,7 +62,9 @@ def _url_password(url: str) -> str | None:
         return None
 
 
-def configure_logging(settings: Settings, console: bool = True, console_stream: Console | None = None) -> Path:
+def configure_logging(
+    settings: Settings, console: bool = True, console_stream: Console | None = None
+) -> Path:
     """Install the rotating file handler (and a Rich console handler unless `console` is False) on the root
     logger, each with the redaction filter; register the configured secrets. Returns the log file path.
 
@@ -83,8 +85,12 @@ def configure_logging(settings: Settings, console: bool = True, console_stream: 
     handlers = [file_handler]
     if console:
         # rich_tracebacks stays off: Rich would render the traceback from exc_info, around the filter.
-        console_handler = RichHandler(console=console_stream or Console(stderr=True), show_path=False,
-                                      rich_tracebacks=False, markup=False)
+        console_handler = RichHandler(
+            console=console_stream or Console(stderr=True),
+            show_path=False,
+            rich_tracebacks=False,
+            markup=False,
+        )
         console_handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
         handlers.append(console_handler)
 

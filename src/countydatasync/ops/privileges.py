@@ -13,8 +13,16 @@ from countydatasync.extract.base import SourceSpec
 
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 PG_WRITES = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
-MSSQL_WRITES = ("INSERT", "UPDATE", "DELETE", "ALTER", "CONTROL", "TAKE OWNERSHIP", "ALTER ANY SCHEMA",
-                "CREATE TABLE")
+MSSQL_WRITES = (
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "ALTER",
+    "CONTROL",
+    "TAKE OWNERSHIP",
+    "ALTER ANY SCHEMA",
+    "CREATE TABLE",
+)
 
 PG_ROLE = sa.text(
     "SELECT current_user, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls FROM pg_roles "
@@ -36,6 +44,7 @@ PG_WRITABLE_TABLES = sa.text(
 
 def pg_qualified(spec: SourceSpec) -> str:
     """`"schema"."table"` with inner quotes doubled, as to_regclass expects for mixed-case names."""
+
     def quote(name: str) -> str:
         return '"' + name.replace('"', '""') + '"'
 
@@ -46,11 +55,22 @@ def postgresql(conn: sa.Connection, spec: SourceSpec) -> tuple[bool, str]:
     """Role attributes, privileges on the source table and any other table the role can write."""
     qualified = pg_qualified(spec)
     user, superuser, createrole, createdb, bypassrls = conn.execute(PG_ROLE).one()
-    granted = list(conn.execute(PG_TABLE_PRIVILEGES, {"privileges": list(TABLE_PRIVILEGES),
-                                                      "qualified": qualified}).scalars())
+    granted = list(
+        conn.execute(
+            PG_TABLE_PRIVILEGES, {"privileges": list(TABLE_PRIVILEGES), "qualified": qualified}
+        ).scalars()
+    )
     others = list(conn.execute(PG_WRITABLE_TABLES, {"qualified": qualified}).scalars())
-    attributes = [name for name, on in (("SUPERUSER", superuser), ("CREATEROLE", createrole),
-                                        ("CREATEDB", createdb), ("BYPASSRLS", bypassrls)) if on]
+    attributes = [
+        name
+        for name, on in (
+            ("SUPERUSER", superuser),
+            ("CREATEROLE", createrole),
+            ("CREATEDB", createdb),
+            ("BYPASSRLS", bypassrls),
+        )
+        if on
+    ]
     writes = [p for p in granted if p in PG_WRITES]
     detail = f"role {user} has {', '.join(granted) or 'no privileges'} on {qualified}"
     if attributes:
@@ -67,14 +87,18 @@ def postgresql(conn: sa.Connection, spec: SourceSpec) -> tuple[bool, str]:
 MSSQL_OBJECT_PERMISSIONS = sa.text(
     "SELECT DISTINCT permission_name FROM fn_my_permissions(:qualified, 'OBJECT') WHERE subentity_name = ''"
 )
-MSSQL_DATABASE_PERMISSIONS = sa.text("SELECT DISTINCT permission_name FROM fn_my_permissions(NULL, 'DATABASE')")
+MSSQL_DATABASE_PERMISSIONS = sa.text(
+    "SELECT DISTINCT permission_name FROM fn_my_permissions(NULL, 'DATABASE')"
+)
 MSSQL_ROLES = sa.text(
-    "SELECT SUSER_SNAME(), IS_SRVROLEMEMBER('sysadmin'), IS_ROLEMEMBER('db_owner'), IS_ROLEMEMBER('db_datawriter')"
+    "SELECT SUSER_SNAME(), IS_SRVROLEMEMBER('sysadmin'), IS_ROLEMEMBER('db_owner'), "
+    "IS_ROLEMEMBER('db_datawriter')"
 )
 
 
 def mssql_qualified(spec: SourceSpec) -> str:
     """`[schema].[table]` with closing brackets doubled, as fn_my_permissions expects."""
+
     def quote(name: str) -> str:
         return "[" + name.replace("]", "]]") + "]"
 
@@ -87,8 +111,11 @@ def mssql(conn: sa.Connection, spec: SourceSpec) -> tuple[bool, str]:
     login, sysadmin, db_owner, datawriter = conn.execute(MSSQL_ROLES).one()
     on_table = sorted(conn.execute(MSSQL_OBJECT_PERMISSIONS, {"qualified": qualified}).scalars())
     on_database = set(conn.execute(MSSQL_DATABASE_PERMISSIONS).scalars())
-    roles = [name for name, on in (("sysadmin", sysadmin), ("db_owner", db_owner),
-                                   ("db_datawriter", datawriter)) if on]
+    roles = [
+        name
+        for name, on in (("sysadmin", sysadmin), ("db_owner", db_owner), ("db_datawriter", datawriter))
+        if on
+    ]
     writes = sorted({p for p in on_table if p in MSSQL_WRITES} | (on_database & set(MSSQL_WRITES)))
     detail = f"login {login} has {', '.join(on_table) or 'no permissions'} on {qualified}"
     if roles:

@@ -26,14 +26,16 @@ while protecting nothing (such a password needs changing, which `doctor` cannot 
 
 # scheme://user:PASSWORD@host. Greedy up to the last "@" before whitespace or a quote, so an unencoded
 # "@" in the password is covered too.
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/?#@\s'\"]*:)(?P<secret>[^\s'\"]*)(?=@)")
+_URL_PASSWORD = re.compile(
+    r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/?#@\s'\"]*:)(?P<secret>[^\s'\"]*)(?=@)"
+)
 
 # key=value pairs: ODBC (`PWD={a;b}}c};`, `Password=x;`) and libpq DSNs (`password='a b'`). A braced value
 # ends at a "}" not doubled; a quoted one at its closing quote; a bare one at ";", a line end, or whitespace
 # followed by the next `key=` (ODBC allows spaces and "&" in a bare value). Whatever follows a closing
 # quote up to that end is masked too: `PWD=''abc;` is a bare value that happens to start with quotes.
-_PASSWORD_KEYS = r"pwd|password|passwd|pass|client_secret|secret"
-_TOKEN_KEYS = r"token|access_token|api_key|apikey|auth_token|api_token"
+_PASSWORD_KEYS = r"pwd|password|passwd|pass|client_secret|secret"  # noqa: S105  (key names, not secrets)
+_TOKEN_KEYS = r"token|access_token|api_key|apikey|auth_token|api_token"  # noqa: S105
 _KEYS = f"{_PASSWORD_KEYS}|{_TOKEN_KEYS}"
 # An unclosed brace runs to the end (hide too much); an unclosed quote is just part of a bare value.
 _QUOTED_VALUE = r"\{(?:[^}]|\}\})*\}?|'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""
@@ -57,14 +59,25 @@ _QUOTED_KEY = re.compile(
 
 # A URL-encoded ODBC string (`?odbc_connect=...PWD%3D%7Ba%3Bb%7D...`): the value runs to the end of the
 # query parameter, hiding the connection options after it too.
-_ENCODED_PASSWORD = re.compile(r"(?P<head>(?<![A-Za-z0-9])(?:pwd|password)%3D)(?P<secret>[^&\s'\"]+)",
-                               re.IGNORECASE)
+_ENCODED_PASSWORD = re.compile(
+    r"(?P<head>(?<![A-Za-z0-9])(?:pwd|password)%3D)(?P<secret>[^&\s'\"]+)", re.IGNORECASE
+)
 
 # Authorization headers and SMTP AUTH exchanges.
 _BEARER = re.compile(r"(?P<head>\b(?:Bearer|Basic|Token)\s+)(?P<secret>[A-Za-z0-9\-._~+/]+=*)", re.IGNORECASE)
-_SMTP_AUTH = re.compile(r"(?P<head>\bAUTH\s+(?:PLAIN|LOGIN|CRAM-MD5|XOAUTH2)\s+)(?P<secret>\S+)", re.IGNORECASE)
+_SMTP_AUTH = re.compile(
+    r"(?P<head>\bAUTH\s+(?:PLAIN|LOGIN|CRAM-MD5|XOAUTH2)\s+)(?P<secret>\S+)", re.IGNORECASE
+)
 
-_PATTERNS = (_URL_PASSWORD, _ENCODED_PASSWORD, _PASSWORD_VALUE, _TOKEN_VALUE, _QUOTED_KEY, _BEARER, _SMTP_AUTH)
+_PATTERNS = (
+    _URL_PASSWORD,
+    _ENCODED_PASSWORD,
+    _PASSWORD_VALUE,
+    _TOKEN_VALUE,
+    _QUOTED_KEY,
+    _BEARER,
+    _SMTP_AUTH,
+)
 
 _lock = threading.Lock()
 _registered: set[str] = set()
