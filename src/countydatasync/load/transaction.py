@@ -26,7 +26,7 @@ WORKING, GEO, STATS = "main", "geo", "stats"
 class StagingTransaction:
     """Opens the staging databases and holds a write transaction on all three until commit or rollback."""
 
-    def __init__(self, output: OutputSettings, cache_mib: int = 64) -> None:
+    def __init__(self, output: OutputSettings, cache_mib: int = 16) -> None:
         output.directory.mkdir(parents=True, exist_ok=True)
         self.paths = {WORKING: output.working_path, GEO: output.geo_path, STATS: output.stats_path}
         try:
