@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from countydatasync.errors import CountyDataSyncError
 from countydatasync.settings import Settings
-from countydatasync.sync.lock import is_locked
+from countydatasync.sync.lock import LOCK_NAME, is_locked
 from countydatasync.sync.result import RunResult
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,12 @@ class SyncJob:
         return thread is not None and thread.is_alive()
 
     def busy(self, settings: Settings) -> bool:
-        return self.running or is_locked(settings.output.directory)
+        """True while this server's sync runs or another process holds the run lock."""
+        if self.running:
+            return True
+        # Without a lock file nobody holds the lock; checking would create the file (and a GET must not).
+        directory = settings.output.directory
+        return (directory / LOCK_NAME).is_file() and is_locked(directory)
 
     def start(self, settings: Settings, full: bool = False) -> None:
         """Start a sync in the background, or raise SyncBusy at once if one is running."""
