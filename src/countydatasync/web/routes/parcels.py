@@ -8,6 +8,7 @@ import math
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response
+from fastapi.exceptions import RequestValidationError
 
 from countydatasync.web.deps import SettingsDep
 from countydatasync.web.geo import STATUSES, ViewportQuery, query_viewport
@@ -24,23 +25,29 @@ SYNC_FIELDS = ["first_seen", "source_modified", "last_changed", "last_synced", "
 INTERNAL_FIELDS = {"sync_status", "sync_reason", "sync_message", "in_geo", "attr_hash", "geom_hash"}
 
 
+def _bad_bbox(text: str, message: str) -> RequestValidationError:
+    # Shaped like FastAPI's own validation errors, so every 422 of the API has one schema.
+    return RequestValidationError([{"type": "value_error", "loc": ("query", "bbox"), "msg": message,
+                                    "input": text}])
+
+
 def parse_bbox(text: str) -> tuple[float, float, float, float]:
-    """'west,south,east,north' in WGS84 degrees; raises HTTPException(422) when malformed."""
+    """'west,south,east,north' in WGS84 degrees; raises a 422 validation error when malformed."""
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         values = []
     if len(values) != 4 or not all(math.isfinite(v) for v in values):
-        raise HTTPException(422, "bbox must be four numbers: west,south,east,north (WGS84 degrees)")
+        raise _bad_bbox(text, "bbox must be four numbers: west,south,east,north (WGS84 degrees)")
     west, south, east, north = values
     if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
-        raise HTTPException(422, "bbox must have -180 <= west < east <= 180 and -90 <= south < north <= 90")
+        raise _bad_bbox(text, "bbox must have -180 <= west < east <= 180 and -90 <= south < north <= 90")
     return west, south, east, north
 
 
 @router.get(
     "/api/parcels", response_model=FeatureCollection, summary="Parcels in a bounding box as GeoJSON",
-    responses={422: {"model": Problem}, 503: {"model": Problem}},
+    responses={503: {"model": Problem}},
 )
 def parcels_in_bbox(
     settings: SettingsDep,
