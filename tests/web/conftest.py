@@ -1,8 +1,10 @@
 """Staging databases made once per session by the real pipeline from a small sample county.
 
-Two things are added that the sample county lacks: a parcel whose owner is an HTML payload (put into the
-source, so it travels through the sync like any name) and a few parcels marked pending in the working
-DB, the way a status check marks parcels whose source changed since the last sync.
+Three things are added that the sample county lacks: a parcel whose owner is an HTML payload (put into the
+source, so it travels through the sync like any name); a few parcels whose geometry broke after the
+first sync, so a second (incremental) sync keeps their last good shape on the map with status error; and a
+few parcels marked pending in the working DB, the way a status check marks parcels whose source changed
+since the last sync.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from countydatasync.web import create_app
 
 SAMPLE_PARCELS = 2_000
 XSS_OWNER = "<img src=x onerror=alert(1)>"
-TOKEN = "test-token-4f1c9a"
+TOKEN = "test-token-4f1c9a"  # noqa: S105 (a test fixture, not a secret)
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class Staging:
     settings: Settings
     xss_key: str
     pending_keys: tuple[str, ...]
+    broken_keys: tuple[str, ...]
 
     def working(self) -> sqlite3.Connection:
         return sqlite3.connect(f"file:{self.settings.output.working_path}?mode=ro", uri=True)
@@ -52,12 +55,20 @@ def staging(tmp_path_factory: pytest.TempPathFactory) -> Staging:
     settings = make_settings(source, root / "staging")
     result = run_sync(settings)
     assert result.status == "succeeded" and result.rejected > 0
+    with sqlite3.connect(source) as con:
+        broken = tuple(k for (k,) in con.execute(
+            "SELECT PIN FROM MasterParcels WHERE PIN IS NOT NULL AND Shape IS NOT NULL AND PIN != ? "
+            "ORDER BY rowid LIMIT 3 OFFSET 1500", (xss_key,)))
+        con.executemany("UPDATE MasterParcels SET Shape = NULL, LastModified = '2030-01-01T00:00:00' "
+                        "WHERE PIN = ?", [(k,) for k in broken])
+    second = run_sync(settings)
+    assert second.status == "succeeded" and second.mode == "incremental"
     with sqlite3.connect(settings.output.working_path) as con:
         pending = tuple(k for (k,) in con.execute(
             "SELECT pin FROM parcels WHERE in_geo = 1 AND sync_status = 'synced' AND pin != ? "
             "ORDER BY pin LIMIT 25 OFFSET 500", (xss_key,)))
         con.executemany("UPDATE parcels SET sync_status = 'pending' WHERE pin = ?", [(k,) for k in pending])
-    return Staging(settings, xss_key, pending)
+    return Staging(settings, xss_key, pending, broken)
 
 
 @pytest.fixture(scope="session")
@@ -71,4 +82,5 @@ def fresh_staging(staging: Staging, tmp_path: Path) -> Staging:
     """A private copy of the staging databases (same source) for tests that start syncs."""
     shutil.copytree(staging.settings.output.directory, tmp_path / "staging")
     source = staging.settings.source.url.removeprefix("sqlite:///")
-    return Staging(make_settings(Path(source), tmp_path / "staging"), staging.xss_key, staging.pending_keys)
+    return Staging(make_settings(Path(source), tmp_path / "staging"), staging.xss_key, staging.pending_keys,
+                   staging.broken_keys)

@@ -23,7 +23,8 @@ def test_health_reports_databases_and_no_running_sync(client: TestClient) -> Non
 def test_runs_list_matches_the_stats_db(client: TestClient, staging: Staging) -> None:
     body = client.get("/api/runs").json()
     with sqlite3.connect(staging.settings.output.stats_path) as con:
-        runs = con.execute("SELECT run_id, extracted, inserted, rejected FROM runs ORDER BY run_id DESC").fetchall()
+        runs = con.execute("SELECT run_id, extracted, inserted, rejected FROM runs "
+                           "ORDER BY run_id DESC").fetchall()
     assert body["total"] == len(runs) >= 1
     assert [(r["run_id"], r["extracted"], r["inserted"], r["rejected"]) for r in body["items"]] == runs
     run = body["items"][0]
@@ -34,7 +35,7 @@ def test_one_run_has_its_counts_and_errors(client: TestClient, staging: Staging)
     body = client.get("/api/runs/1").json()
     assert body["run"]["run_id"] == 1 and body["run"]["status"] == "succeeded"
     with staging.working() as con:
-        by_reason = dict(con.execute("SELECT reason, count(*) FROM errors WHERE run_id = 1 GROUP BY 1").fetchall())
+        by_reason = dict(con.execute("SELECT reason, count(*) FROM errors WHERE run_id = 1 GROUP BY 1"))
     assert {c["reason"]: c["count"] for c in body["error_counts"]} == by_reason
     assert len(body["errors"]) == sum(by_reason.values())
     rejected = sum(c["count"] for c in body["error_counts"] if c["severity"] == "error")
@@ -49,8 +50,9 @@ def test_unknown_run_is_404(client: TestClient) -> None:
 def test_statistics_are_the_aggregates(client: TestClient, staging: Staging) -> None:
     body = client.get("/api/statistics", params={"dimension": "zoning"}).json()
     with sqlite3.connect(staging.settings.output.stats_path) as con:
-        rows = dict(con.execute("SELECT value, parcel_count FROM aggregates WHERE dimension = 'zoning'").fetchall())
-        acres = con.execute("SELECT acres_sum FROM aggregates WHERE dimension = 'zoning' AND value = 'R-4'").fetchone()
+        rows = dict(con.execute("SELECT value, parcel_count FROM aggregates WHERE dimension = 'zoning'"))
+        acres = con.execute("SELECT acres_sum FROM aggregates WHERE dimension = 'zoning' "
+                            "AND value = 'R-4'").fetchone()
     assert {g["value"]: g["parcel_count"] for g in body["groups"]} == rows
     assert set(body["dimensions"]) == set(staging.settings.stats.dimensions)
     r4 = next(g for g in body["groups"] if g["value"] == "R-4")
@@ -62,7 +64,7 @@ def test_status_counts_match_the_working_db(client: TestClient, staging: Staging
     body = client.get("/api/statistics/status").json()
     with staging.working() as con:
         counts = dict(con.execute("SELECT sync_status, count(*) FROM parcels GROUP BY 1").fetchall())
-        drawn = dict(con.execute("SELECT sync_status, count(*) FROM parcels WHERE in_geo = 1 GROUP BY 1").fetchall())
+        drawn = dict(con.execute("SELECT sync_status, count(*) FROM parcels WHERE in_geo = 1 GROUP BY 1"))
     assert body["counts"] == {s: counts.get(s, 0) for s in ("synced", "pending", "error")}
     assert body["counts"]["pending"] == len(staging.pending_keys) and body["counts"]["error"] > 0
     assert body["on_map"] == {s: drawn.get(s, 0) for s in ("synced", "pending", "error")}
@@ -121,7 +123,8 @@ def test_missing_staging_answers_503_without_creating_files(tmp_path: Path) -> N
 
 
 def _digest(directory: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir()) if p.is_file()}
+    files = sorted(p for p in directory.iterdir() if p.is_file())
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def test_gets_change_nothing(client: TestClient, staging: Staging) -> None:

@@ -41,6 +41,8 @@ def test_whole_extent_returns_every_drawable_parcel_with_its_working_status(
     got = {f.properties.key: f.properties.status for f in body.features}
     assert got == {k: statuses[k] for k in got}
     assert {k for k, s in got.items() if s == "pending"} == set(staging.pending_keys)
+    # Parcels whose new source version failed keep their last good shape on the map, in red.
+    assert {k for k, s in got.items() if s == "error"} == set(staging.broken_keys)
 
 
 def test_bbox_selects_the_parcels_whose_envelope_meets_it(client: TestClient, staging: Staging) -> None:
@@ -53,7 +55,8 @@ def test_bbox_selects_the_parcels_whose_envelope_meets_it(client: TestClient, st
     geoms = shapely.from_wkb([wkb_from_blob(g) for _, g in rows])
     to_wgs = Transformer.from_crs(2927, 4326, always_xy=True)
     bounds = np.array([to_wgs.transform_bounds(*b) for b in shapely.bounds(geoms)])
-    inside = ((bounds[:, 0] <= box[2]) & (bounds[:, 2] >= box[0]) & (bounds[:, 1] <= box[3]) & (bounds[:, 3] >= box[1]))
+    inside = ((bounds[:, 0] <= box[2]) & (bounds[:, 2] >= box[0])
+              & (bounds[:, 1] <= box[3]) & (bounds[:, 3] >= box[1]))
     expected = {rows[i][0] for i in np.flatnonzero(inside)}
     got = {f["properties"]["key"] for f in body["features"]}
     assert 50 < len(expected) < len(rows)
@@ -68,7 +71,8 @@ def test_status_filter(client: TestClient, staging: Staging) -> None:
     bbox = ",".join(map(str, _extent(client)))
     pending = client.get("/api/parcels", params=[("bbox", bbox), ("status", "pending")]).json()
     assert {f["properties"]["key"] for f in pending["features"]} == set(staging.pending_keys)
-    both = client.get("/api/parcels", params=[("bbox", bbox), ("status", "pending"), ("status", "error")]).json()
+    params = [("bbox", bbox), ("status", "pending"), ("status", "error")]
+    both = client.get("/api/parcels", params=params).json()
     assert {f["properties"]["status"] for f in both["features"]} <= {"pending", "error"}
     assert client.get("/api/parcels", params={"bbox": bbox, "status": "deleted"}).status_code == 422
 
@@ -88,7 +92,8 @@ def test_lower_zoom_sends_fewer_vertices(client: TestClient) -> None:
 
     def vertices(zoom: int) -> int:
         body = client.get("/api/parcels", params={"bbox": bbox, "zoom": zoom}).json()
-        return sum(len(shapely.get_coordinates(shapely.geometry.shape(f["geometry"]))) for f in body["features"])
+        shapes = [shapely.geometry.shape(f["geometry"]) for f in body["features"]]
+        return len(shapely.get_coordinates(shapes))
 
     close, far = vertices(19), vertices(12)
     assert far < close

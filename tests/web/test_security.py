@@ -37,7 +37,8 @@ def test_sync_refuses_without_the_right_token(client: TestClient, headers: dict,
 
 
 def test_sync_disabled_without_a_configured_token(staging: Staging) -> None:
-    settings = staging.settings.model_copy(update={"web": staging.settings.web.model_copy(update={"token": None})})
+    web = staging.settings.web.model_copy(update={"token": None})
+    settings = staging.settings.model_copy(update={"web": web})
     with TestClient(create_app(settings)) as client:
         assert client.post("/api/sync", headers={"Authorization": "Bearer "}).status_code in (401, 403)
         assert client.post("/api/sync", headers=AUTH).status_code == 403

@@ -34,6 +34,11 @@ def map_page() -> FileResponse:
     return _page("map.html")
 
 
+@router.get("/favicon.ico", include_in_schema=False)
+def favicon() -> FileResponse:
+    return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
+
+
 @router.get("/docs", include_in_schema=False)
 def docs_page() -> FileResponse:
     """Swagger UI from the installed swagger-ui-bundle package, started by our own script (no CDN)."""

@@ -22,8 +22,8 @@
   }
 
   async function showPopup(feature, target) {
-    const box = el("div", { className: "popup" }, [el("p", { text: "Loading…" })]);
-    target.bindPopup(box, { maxWidth: 360, maxHeight: 320 }).openPopup();
+    // The content is built before the popup opens, so Leaflet pans the map to fit all of it.
+    const box = el("div", { className: "popup" });
     try {
       const parcel = await getJSON("/api/parcels/" + encodeURIComponent(feature.properties.key));
       const rows = [
@@ -34,11 +34,12 @@
       if (parcel.message) rows.push(row("Message", parcel.message));
       for (const [name, value] of Object.entries(parcel.attributes)) rows.push(row(name, value));
       if (parcel.sync.last_synced) rows.push(row("Last synced", parcel.sync.last_synced));
-      const title = el("h3", { className: "status-" + parcel.status, text: LABELS[parcel.status] + " parcel" });
-      box.replaceChildren(title, el("table", { className: "attributes" }, [el("tbody", {}, rows)]));
+      const title = el("h3", { className: "status-" + parcel.status, text: (LABELS[parcel.status] || parcel.status) + " parcel" });
+      box.append(title, el("table", { className: "attributes" }, [el("tbody", {}, rows)]));
     } catch (error) {
-      box.replaceChildren(el("p", { className: "error", text: "Could not load the parcel: " + error.message }));
+      box.append(el("p", { className: "error", text: "Could not load the parcel: " + error.message }));
     }
+    target.unbindPopup().bindPopup(box, { maxWidth: 360, maxHeight: 320 }).openPopup();
   }
 
   function style(feature) {
@@ -68,6 +69,11 @@
       const data = await getJSON("/api/parcels?" + params, { signal: inflight.signal });
       layer.clearLayers();
       layer.addData(data);
+      // The key on each shape lets scripts and tests find a parcel; setAttribute never parses markup.
+      layer.eachLayer(shape => {
+        const node = shape.getElement && shape.getElement();
+        if (node) node.setAttribute("data-key", shape.feature.properties.key);
+      });
       note(data.truncated
         ? "Showing the first " + fmt(data.returned) + " parcels; zoom in to see all."
         : fmt(data.returned) + " parcels in view.");
