@@ -165,7 +165,7 @@ def query_viewport(con: sqlite3.Connection, layer: str, key_name: str,
     geojson = shapely.to_geojson(shapely.transform(geoms, reproject))
     parts = [
         f'{{"type":"Feature","id":{int(fid)},"geometry":{geometry},"properties":'
-        f'{json.dumps({"key": key, "status": status})}}}'
+        f'{{"key":{json.dumps(key)},"status":{json.dumps(status)}}}}}'
         for (fid, _, key, status), geometry in zip(rows, geojson, strict=True)
     ]
     return ViewportResult("[" + ",".join(parts) + "]", len(rows), truncated)
