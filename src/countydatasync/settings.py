@@ -290,3 +290,42 @@ def load_settings(config: Path | None = None, env_file: Path | None = Path(".env
         return _FromFile(_env_file=env_file if env_file and env_file.is_file() else None)  # type: ignore[call-arg]
     except ValueError as exc:
         raise ConfigError(f"invalid settings ({path if path.is_file() else 'defaults'}): {exc}") from exc
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, Path):
+        value = value.as_posix()
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def settings_template(settings: Settings | None = None) -> str:
+    """A commented TOML settings file with every field, its help text and its value (default: the
+    defaults). Secrets are never written: they belong in the environment, `.env` or the credential store."""
+    settings = settings or Settings.model_construct()
+    lines = ["# CountyDataSync settings. Environment variables override this file: CDS_SECTION__FIELD,",
+             "# e.g. CDS_SOURCE__URL or CDS_SOURCE__PASSWORD (also read from .env).", ""]
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if isinstance(value, list):  # the carried columns
+            lines.append(f"# {field.description}")
+            for column in value:
+                lines += [f"[[{name}]]", *(f"{k} = {_toml_value(v)}" for k, v in column.model_dump().items()), ""]
+            continue
+        lines.append(f"[{name}]  # {field.description}")
+        for sub, sub_field in type(value).model_fields.items():
+            current = getattr(value, sub)
+            lines.append(f"# {sub_field.description}")
+            if isinstance(current, SecretStr) or sub == "password":
+                lines.append(f"# {sub} = (set CDS_{name.upper()}__{sub.upper()} or use `countydatasync credentials set`)")
+            elif current is None:
+                lines.append(f"# {sub} =")
+            else:
+                lines.append(f"{sub} = {_toml_value(current)}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,14 +1,28 @@
-"""The embedded default source: a SQLite file with WKB or WKT geometry (no SpatiaLite needed)."""
+"""The embedded default source: a SQLite file with WKB or WKT geometry (no SpatiaLite needed).
+
+Statements are built and checked by SqlSource (SQLAlchemy Core, catalog check) and run through ADBC's
+SQLite driver, which hands back Arrow columns instead of a Python tuple per row: reading is about twice
+as fast and strings stay in Arrow for the transform. SQLite columns may hold any type in any row (an
+assessor's YearBuilt with 'unknown' in it), and Arrow needs one type per column, so attribute columns
+are read as text and typed by the transform, which reports the rows that do not convert.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import adbc_driver_sqlite.dbapi as adbc
+import pandas as pd
+import pyarrow as pa
+import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from countydatasync.errors import PermanentSourceError
-from countydatasync.extract.base import SourceSpec
+from countydatasync.errors import PermanentSourceError, TransientSourceError
+from countydatasync.extract.base import RAW_GEOM, SourceSpec
 from countydatasync.extract.sql import SqlSource
+
+ARROW_TYPES = {pa.string(): pd.StringDtype("pyarrow"), pa.large_string(): pd.StringDtype("pyarrow")}
 
 
 class SqliteSource(SqlSource):
@@ -19,6 +33,46 @@ class SqliteSource(SqlSource):
         if not url.database or not path.is_file():
             # Never fall back to sample data: a wrong path must fail the run loudly.
             raise PermanentSourceError(f"source SQLite file {path} does not exist")
+        self.uri = f"file:{path.resolve()}?mode=ro"
         read_only = URL.create("sqlite", database=f"file:{path.resolve()}", query={"mode": "ro", "uri": "true"})
         super().__init__(read_only, spec)
         self.description = f"sqlite:///{path} table {spec.table}"
+        self._adbc: Any = None
+
+    def geometry_expression(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        super().geometry_expression(column)  # refuses 'native'
+        if self.spec.geometry_encoding == "wkt":
+            return sa.cast(column, sa.Text)
+        # Text in a WKB column becomes its bytes, which the transform reports as unparseable.
+        return sa.case((sa.func.typeof(column).in_(["blob", "null"]), column), else_=sa.cast(column, sa.LargeBinary))
+
+    def select_rows(self) -> sa.Select[Any]:
+        stmt = super().select_rows()
+        columns = [c if c.name == RAW_GEOM else sa.cast(c, sa.Text).label(c.name) for c in stmt.selected_columns]
+        return stmt.with_only_columns(*columns)
+
+    def _frame(self, stmt: sa.Executable, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        compiled = stmt.compile(dialect=self.engine.dialect)
+        expanded = compiled.construct_expanded_state(params or {})  # type: ignore[attr-defined]
+        values = list(expanded.positional_parameters)
+        try:
+            if self._adbc is None:
+                self._adbc = adbc.connect(self.uri)
+            cursor = self._adbc.cursor()
+            try:
+                cursor.execute(expanded.statement, values or None)
+                table = cursor.fetch_arrow_table()
+            finally:
+                cursor.close()
+        except adbc.OperationalError as exc:
+            message = str(exc).splitlines()[0]
+            if "locked" in message or "busy" in message:
+                raise TransientSourceError(f"{self.description} is busy: {message}") from None
+            raise PermanentSourceError(f"cannot read {self.description}: {message}") from None
+        return table.to_pandas(types_mapper=ARROW_TYPES.get)
+
+    def close(self) -> None:
+        if self._adbc is not None:
+            self._adbc.close()
+            self._adbc = None
+        super().close()

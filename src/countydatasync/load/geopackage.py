@@ -135,7 +135,6 @@ def create_layer(con: sqlite3.Connection, schema: str, layer: str, key_name: str
     )
     con.execute(f'CREATE TABLE {s}.{q(layer)} ("fid" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, '
                 f'"geom" MULTIPOLYGON, {attrs})')
-    con.execute(f"CREATE INDEX {s}.{q('ix_' + layer + '_sync_status')} ON {q(layer)} (sync_status)")
     con.execute(f"CREATE VIRTUAL TABLE {s}.{q(rtree_name(layer))} USING rtree(id, minx, maxx, miny, maxy)")
     con.execute(
         f"INSERT INTO {s}.gpkg_contents (table_name, data_type, identifier, description, srs_id) "
@@ -182,15 +181,18 @@ def geometry_blobs(wkb: np.ndarray, bounds: np.ndarray, srid: int) -> list[bytes
     return [raw[i * size:(i + 1) * size].tobytes() + w for i, w in enumerate(wkb)]
 
 
-def refresh_contents(con: sqlite3.Connection, schema: str, layer: str) -> None:
-    """Set the layer's extent and last_change in gpkg_contents and its count in gpkg_ogr_contents, from the
-    R-tree (one pass over its leaves) and the table."""
-    r = q(rtree_name(layer))
+def refresh_contents(con: sqlite3.Connection, schema: str, layer: str,
+                     extent: tuple[float, float, float, float] | None = None) -> None:
+    """Set the layer's extent and last_change in gpkg_contents and its count in gpkg_ogr_contents.
+
+    extent: (minx, miny, maxx, maxy) when known; otherwise read from the R-tree (one pass over its leaves).
+    """
+    if extent is None:
+        extent = con.execute(f"SELECT min(minx), min(miny), max(maxx), max(maxy) FROM {schema}.{q(rtree_name(layer))}").fetchone()
     con.execute(
-        f"UPDATE {schema}.gpkg_contents SET (min_x, min_y, max_x, max_y) = "
-        f"(SELECT min(minx), min(miny), max(maxx), max(maxy) FROM {schema}.{r}), "
+        f"UPDATE {schema}.gpkg_contents SET min_x = ?, min_y = ?, max_x = ?, max_y = ?, "
         "last_change = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE table_name = ?",
-        (layer,),
+        (*extent, layer),
     )
     con.execute(
         f"UPDATE {schema}.gpkg_ogr_contents SET feature_count = (SELECT count(*) FROM {schema}.{q(layer)}) "

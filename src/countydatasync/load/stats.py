@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
+
+import pandas as pd
 
 from countydatasync.load.geopackage import q
 from countydatasync.load.working import COUNTED
@@ -85,13 +86,32 @@ def contributions(con: sqlite3.Connection, working: str, key_name: str, keys: It
     return out
 
 
+def frame_contributions(frame: pd.DataFrame, dimensions: Sequence[str], measures: Sequence[str]) -> Deltas:
+    """What rows about to be published add to each group: the same figures as `contributions`, computed
+    from the batch in memory instead of read back from the database."""
+    out: Deltas = {}
+    if frame.empty:
+        return out
+    values = frame[list(measures)].astype("float64")
+    for dim in dimensions:
+        keys = frame[dim].astype("string").fillna("")
+        grouped = values.groupby(keys.to_numpy(dtype=object), sort=False)
+        sums, counts, sizes = grouped.sum(), grouped.count(), grouped.size()
+        for value in sizes.index:
+            row = [float(sizes[value])]
+            for m in measures:
+                row += [float(sums.at[value, m]), float(counts.at[value, m])]
+            out[(dim, value)] = row
+    return out
+
+
 def subtract(after: Deltas, before: Deltas) -> Deltas:
-    out: Deltas = defaultdict(lambda: [0.0] * len(next(iter(after.values() or before.values()))))
-    for key, values in after.items():
-        out[key] = [a + b for a, b in zip(out[key], values, strict=True)]
+    """after - before, group by group."""
+    out = {key: list(values) for key, values in after.items()}
     for key, values in before.items():
-        out[key] = [a - b for a, b in zip(out[key], values, strict=True)]
-    return dict(out)
+        current = out.get(key)
+        out[key] = [-v for v in values] if current is None else [a - b for a, b in zip(current, values, strict=True)]
+    return out
 
 
 def merge(total: Deltas, more: Deltas) -> None:

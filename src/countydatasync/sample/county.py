@@ -191,6 +191,10 @@ def _break_records(rng: np.random.Generator, frame: pd.DataFrame, geoms: np.ndar
     draw = rng.random(n)
     edges = np.cumsum([BAD_RATES[k] for k in kinds])
     kind_of = np.searchsorted(edges, draw, side="right")
+    # Even a small county shows every kind of damage at least once.
+    for j, _ in enumerate(kinds):
+        if n >= 4 * len(kinds) and not (kind_of == j).any():
+            kind_of[(j + 1) * n // (len(kinds) + 1)] = j
     bounds = shapely.bounds(shapely.envelope(geoms.astype(object)))
 
     def rows(kind: str) -> np.ndarray:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from countydatasync.load import geopackage, stats, working
 from countydatasync.load.geopackage import q
+from countydatasync.load.rtree import RtreeBulkLoader
 from countydatasync.load.transaction import GEO, STATS, WORKING
 from countydatasync.settings import Settings
 from countydatasync.transform import Reason, TransformedBatch, TransformPlan
@@ -42,8 +43,9 @@ class Publisher:
                                      "repaired"), 0)
         self.deltas: stats.Deltas = {}
         self.initial = con.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {WORKING}.parcels)").fetchone()[0] == 1
-        # On a first or forced run the aggregates are computed once at the end instead of per batch.
-        self.recompute = self.initial or force
+        # A forced run over existing staging data recomputes the aggregates at the end; every other run
+        # adds what each batch changed.
+        self.recompute = force and not self.initial
         self.late_duplicates: set[str] = set()
         self.changed_keys: list[str] = []  # inserted or updated (for `status`, which marks them pending)
         self.deleted_keys: list[str] = []
@@ -51,6 +53,11 @@ class Publisher:
         top = con.execute(f"SELECT max(fid) FROM {GEO}.{q(self.layer)}").fetchone()[0]
         self.next_fid = max(seq[0] if seq else 0, top or 0) + 1
         con.execute(f"CREATE TEMP TABLE IF NOT EXISTS seen ({q(self.key)} TEXT PRIMARY KEY)")
+        con.execute(f"CREATE TEMP TABLE IF NOT EXISTS batch_geo (fid INTEGER, {q(self.key)} TEXT PRIMARY KEY, "
+                    "geom BLOB, minx REAL, maxx REAL, miny REAL, maxy REAL)")
+        empty_layer = con.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {GEO}.{q(self.layer)})").fetchone()[0] == 1
+        # An empty layer gets its R-tree packed in one go at the end (see load/rtree.py).
+        self.rtree_loader = RtreeBulkLoader(con, GEO, geopackage.rtree_name(self.layer)) if empty_layer else None
         con.execute("DELETE FROM temp.seen")
         geopackage.drop_triggers(con, GEO, self.layer)
 
@@ -81,7 +88,7 @@ class Publisher:
         prev = pd.DataFrame(columns=["attr_hash", "geom_hash", "sync_status", "in_geo"])
         if not self.initial and touched:
             prev = working.previous_versions(self.con, WORKING, self.key, touched)
-        before = {} if self.recompute else stats.contributions(
+        before = {} if self.recompute or prev.empty else stats.contributions(
             self.con, WORKING, self.key, prev.index, self.dimensions, self.measures)
 
         exists = parcels[self.key].isin(prev.index).to_numpy()
@@ -99,17 +106,19 @@ class Publisher:
 
         rows = parcels.assign(_attr=attr_hash, _geom=geom_hash)
         self._log_changes(rows[had_content & ~same], old[had_content & ~same])
-        self.con.executemany(
-            f"INSERT INTO {WORKING}.change_log (run_id, {q(self.key)}, action, changed_fields, at) "
-            "VALUES (?, ?, 'insert', NULL, ?)",
-            [(self.run_id, k, self.now) for k in parcels[self.key][~had_content]])
+        if not self.initial:  # a first load logs no per-parcel inserts: the run history has the count
+            self.con.executemany(
+                f"INSERT INTO {WORKING}.change_log (run_id, {q(self.key)}, action, changed_fields, at) "
+                "VALUES (?, ?, 'insert', NULL, ?)",
+                [(self.run_id, k, self.now) for k in parcels[self.key][~had_content]])
         self.changed_keys.extend(parcels[self.key][write].tolist())
-        self._write_geo(rows, wkb, bounds, write & ~in_geo, write & in_geo)
         self._write_working(rows, write & ~exists, write & exists)
+        self._write_geo(rows, wkb, bounds, write & ~in_geo, write & in_geo)
         self._write_errors(error_keys, prev)
         self._record_issues(issues)
         if not self.recompute:
-            after = stats.contributions(self.con, WORKING, self.key, touched, self.dimensions, self.measures)
+            # Rows written now are published and current; rejected ones no longer count.
+            after = stats.frame_contributions(rows[write], self.dimensions, self.measures)
             stats.merge(self.deltas, stats.subtract(after, before))
 
     def _mark_seen(self, keys: list[str], issues: pd.DataFrame) -> set[str]:
@@ -154,39 +163,47 @@ class Publisher:
 
     def _write_geo(self, rows: pd.DataFrame, wkb: np.ndarray, bounds: np.ndarray, insert: np.ndarray,
                    update: np.ndarray) -> None:
-        geo_cols = [name for name, _ in geopackage.layer_columns(self.key, [])][:1] + self.attrs
+        """Geometry, fid and box go through a temp table; the attributes are copied in SQL from the working
+        rows this batch just wrote, so each value is bound from Python once."""
         t, r = f"{GEO}.{q(self.layer)}", f"{GEO}.{q(geopackage.rtree_name(self.layer))}"
-        srid = self.plan.output_srid
-        if insert.any():
-            n = int(insert.sum())
-            fids = list(range(self.next_fid, self.next_fid + n))
-            self.next_fid += n
-            blobs = geopackage.geometry_blobs(wkb[insert], bounds[insert], srid)
-            values = storage_values(rows[insert], geo_cols + ["sync_note"])
-            cols = ", ".join(q(c) for c in ["fid", "geom", *geo_cols, "sync_status", "sync_note"])
-            marks = ", ".join("?" * (len(geo_cols) + 4))
-            self.con.executemany(
-                f"INSERT INTO {t} ({cols}) VALUES ({marks})",
-                zip(fids, blobs, *values[:-1], ["synced"] * n, values[-1], strict=True),
-            )
-            b = bounds[insert]
-            self.con.executemany(f"INSERT INTO {r} VALUES (?, ?, ?, ?, ?)",
-                                 zip(fids, b[:, 0].tolist(), b[:, 2].tolist(), b[:, 1].tolist(), b[:, 3].tolist()))
+        k = q(self.key)
+        write = insert | update
+        if not write.any():
+            return
+        n_new = int(insert.sum())
+        fids = np.full(len(rows), None, dtype=object)
+        fids[insert] = range(self.next_fid, self.next_fid + n_new)
+        self.next_fid += n_new
+        b = bounds[write]
+        blobs = geopackage.geometry_blobs(wkb[write], b, self.plan.output_srid)
+        self.con.execute("DELETE FROM temp.batch_geo")
+        self.con.executemany(
+            "INSERT INTO temp.batch_geo VALUES (?, ?, ?, ?, ?, ?, ?)",
+            zip(fids[write].tolist(), rows[self.key][write].tolist(), blobs, b[:, 0].tolist(), b[:, 2].tolist(),
+                b[:, 1].tolist(), b[:, 3].tolist(), strict=True),
+        )
+        attrs = [self.key, *self.attrs]
+        copied = ", ".join(f"p.{q(a)}" for a in attrs)
+        if n_new:
+            self.con.execute(
+                f"INSERT INTO {t} (fid, geom, {', '.join(q(a) for a in attrs)}, sync_status, sync_note) "
+                f"SELECT b.fid, b.geom, {copied}, 'synced', p.sync_reason FROM temp.batch_geo b "
+                f"JOIN {WORKING}.parcels p ON p.{k} = b.{k} WHERE b.fid IS NOT NULL ORDER BY b.fid")
+            if self.rtree_loader is not None:
+                self.rtree_loader.add(fids[insert].tolist(), bounds[insert])
+            else:
+                self.con.execute(f"INSERT INTO {r} SELECT fid, minx, maxx, miny, maxy FROM temp.batch_geo "
+                                 "WHERE fid IS NOT NULL")
         if update.any():
-            n = int(update.sum())
-            blobs = geopackage.geometry_blobs(wkb[update], bounds[update], srid)
-            values = storage_values(rows[update], geo_cols[1:] + ["sync_note", self.key])
-            sets = ", ".join(f"{q(c)} = ?" for c in ["geom", *geo_cols[1:], "sync_status", "sync_note"])
-            self.con.executemany(
-                f"UPDATE {t} SET {sets} WHERE {q(self.key)} = ?",
-                zip(blobs, *values[:-2], ["synced"] * n, values[-2], values[-1], strict=True),
-            )
-            b = bounds[update]
-            self.con.executemany(
-                f"UPDATE {r} SET minx = ?, maxx = ?, miny = ?, maxy = ? WHERE id = "
-                f"(SELECT fid FROM {t} WHERE {q(self.key)} = ?)",
-                zip(b[:, 0].tolist(), b[:, 2].tolist(), b[:, 1].tolist(), b[:, 3].tolist(), values[-1], strict=True),
-            )
+            targets = ", ".join(q(c) for c in ["geom", *attrs, "sync_status", "sync_note"])
+            self.con.execute(
+                f"UPDATE {t} SET ({targets}) = (SELECT b.geom, {copied}, 'synced', p.sync_reason "
+                f"FROM temp.batch_geo b JOIN {WORKING}.parcels p ON p.{k} = b.{k} WHERE b.{k} = {t}.{k}) "
+                f"WHERE {k} IN (SELECT {k} FROM temp.batch_geo WHERE fid IS NULL)")
+            self.con.execute(
+                f"UPDATE {r} SET (minx, maxx, miny, maxy) = (SELECT b.minx, b.maxx, b.miny, b.maxy FROM "
+                f"temp.batch_geo b JOIN {t} g ON g.{k} = b.{k} WHERE g.fid = {r}.id) WHERE id IN "
+                f"(SELECT g.fid FROM {t} g JOIN temp.batch_geo b ON g.{k} = b.{k} WHERE b.fid IS NULL)")
 
     def _write_working(self, rows: pd.DataFrame, insert: np.ndarray, update: np.ndarray) -> None:
         status = ["sync_status", "sync_reason", "sync_message", "attr_hash", "geom_hash", "source_modified",
@@ -327,5 +344,6 @@ class Publisher:
             stats.recompute(self.con, STATS, WORKING, self.key, self.dimensions, self.measures)
         else:
             stats.apply_deltas(self.con, STATS, self.deltas, self.measures)
+        extent = self.rtree_loader.build() if self.rtree_loader is not None else None
         geopackage.create_triggers(self.con, GEO, self.layer)
-        geopackage.refresh_contents(self.con, GEO, self.layer)
+        geopackage.refresh_contents(self.con, GEO, self.layer, extent)

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -25,10 +23,11 @@ from countydatasync.extract import Source, open_source
 from countydatasync.load import geopackage, stats, working
 from countydatasync.load.transaction import GEO, STATS, WORKING, StagingTransaction
 from countydatasync.settings import Settings
+from countydatasync.sync import producer
 from countydatasync.sync.apply import Publisher
 from countydatasync.sync.lock import run_lock
 from countydatasync.sync.result import RunResult
-from countydatasync.transform import TransformedBatch, TransformPlan, transform_batch
+from countydatasync.transform import TransformedBatch, TransformPlan
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +52,16 @@ def run_sync(settings: Settings, *, full: bool = False, dry_run: bool = False,
     """
     with run_lock(settings.output.directory):
         return _Run(settings, full, dry_run, progress).execute()
+
+
+def detect_changes(settings: Settings, progress: ProgressCallback = _no_progress
+                   ) -> tuple[RunResult, list[str], list[str]]:
+    """A dry run that also returns the keys it would insert or update, and those it would delete."""
+    with run_lock(settings.output.directory):
+        run = _Run(settings, False, True, progress)
+        result = run.execute()
+        assert run.publisher is not None
+        return result, run.publisher.changed_keys, run.publisher.deleted_keys
 
 
 class _Run:
@@ -148,7 +157,11 @@ class _Run:
     def _extract(self, source: Source, watermark: tuple[pd.Timestamp, str] | None) -> None:
         assert self.publisher is not None
         if watermark is None:
-            self._stream(source.batches(), "extract", source.count_rows())
+            total = source.count_rows()
+            if total >= producer.PROCESS_THRESHOLD:
+                self._stream(producer.in_process(self.settings, self.plan, None), "extract", total, transformed=True)
+            else:
+                self._stream(source.batches(), "extract", total)
             self.publisher.delete_absent("seen")
             return
         stamp, style = watermark
@@ -164,13 +177,14 @@ class _Run:
             self._stream(source.rows_for_keys(recheck), "re-read keys", len(recheck))
         self.publisher.delete_absent("source_keys")
 
-    def _stream(self, batches: Iterator[pd.DataFrame], stage: str, total: int | None) -> None:
-        """Transform the next batch in a background thread while this one is written (GEOS and SQLite
-        release the GIL for most of their work); at most two batches are in memory."""
+    def _stream(self, batches: Iterator[pd.DataFrame] | Iterator[TransformedBatch], stage: str,
+                total: int | None, transformed: bool = False) -> None:
+        """Write batches as the producer (see producer.py) hands them over."""
         assert self.publisher is not None
         done = 0
         self.progress(stage, 0, total)
-        for batch in _prefetched(batches, self.plan):
+        ready = batches if transformed else producer.in_thread(batches, self.plan)  # type: ignore[arg-type]
+        for batch in ready:
             self._note_style(batch)
             self.publisher.apply(batch)
             done += batch.extracted
@@ -201,62 +215,23 @@ class _Run:
             result.error = str(exc) if isinstance(exc, CountyDataSyncError) else f"{type(exc).__name__}: {exc}"
 
 
-_DONE = object()
-
-
-def _prefetched(batches: Iterator[pd.DataFrame], plan: TransformPlan) -> Iterator[TransformedBatch]:
-    """Extract and transform in a producer thread, one batch ahead of the consumer."""
-    out: queue.Queue[object] = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def produce() -> None:
-        first_row = 0
-        try:
-            for raw in batches:
-                item = transform_batch(raw, plan, first_row)
-                first_row += len(raw)
-                while not stop.is_set():
-                    try:
-                        out.put(item, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            out.put(_DONE)
-        except BaseException as exc:  # handed to the consumer, which re-raises it in the run's thread
-            out.put(exc)
-
-    worker = threading.Thread(target=produce, name="extract-transform", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item = out.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item  # type: ignore[misc]
-    finally:
-        stop.set()
-        worker.join(timeout=5)
+FAILED_RUNS = "failed_runs.jsonl"
 
 
 def _record_failure(settings: Settings, result: RunResult) -> None:
-    """Keep a failed run in the history (its data was rolled back); never mask the original error."""
+    """Append a failed run to failed_runs.jsonl beside the staging databases, which a failed run leaves
+    byte-identical; never mask the original error."""
     try:
         settings.output.directory.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(settings.output.stats_path, timeout=settings.output.busy_timeout_seconds)
-        try:
-            with con:
-                stats.create_tables(con, "main", settings.stats.measures)
-                if result.run_id == 0:
-                    result.run_id = stats.next_run_id(con, "main")
-                stats.record_run(con, "main", result)
-        finally:
-            con.close()
+        record = {name: getattr(result, name) for name in (
+            "run_id", "mode", "source", "status", "extracted", "inserted", "updated", "unchanged", "rejected",
+            "deleted", "repaired", "error")}
+        record |= {"started_at": result.started_at.isoformat(),
+                   "finished_at": result.finished_at.isoformat() if result.finished_at else None}
+        with (settings.output.directory / FAILED_RUNS).open("a", encoding="utf-8") as out:
+            out.write(json.dumps(record) + "\n")
     except Exception:
-        log.exception("could not record the failed run in the stats DB")
+        log.exception("could not record the failed run")
 
 
 def _summary(result: RunResult) -> str:

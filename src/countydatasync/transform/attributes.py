@@ -3,7 +3,8 @@ becomes the configured type, column by column, with a mask of values that cannot
 
 Converted values are in their storage form: text as str, integers as nullable Int64, reals as float,
 dates as 'YYYY-MM-DD', timestamps as UTC 'YYYY-MM-DDTHH:MM:SS.sssZ' (the GeoPackage DATETIME form),
-booleans as 0/1.
+booleans as 0/1. Clean columns take Arrow's vectorized casts; only a column with a bad value falls back
+to pandas' element-wise parsing, which tells the bad rows apart.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from countydatasync.settings import ColumnSpec
 
-_TRUE = {"true", "t", "yes", "y", "1"}
-_FALSE = {"false", "f", "no", "n", "0"}
+_TRUE = ["true", "t", "yes", "y", "1"]
+_FALSE = ["false", "f", "no", "n", "0"]
+ARROW_TEXT = "string[pyarrow]"
 
 
 @dataclass
@@ -32,93 +36,88 @@ class AttributeOutcome:
         return np.not_equal(self.bad_column, None)
 
 
-def _present(values: pd.Series) -> np.ndarray:
-    """Not null and not a blank string."""
-    present = values.notna().to_numpy().copy()
-    if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
-        blank = values.astype("string").str.strip().eq("").fillna(False).to_numpy(dtype=bool)
-        present &= ~blank
-    return present
-
-
-def _as_text(values: pd.Series) -> pd.Series:
-    if pd.api.types.is_float_dtype(values.dtype):
-        whole = values.dropna().mod(1).eq(0).all()
-        values = values.astype("Int64") if whole else values
-    elif values.dtype == object:
-        values = values.map(lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else v)
-    text = values.astype("string").str.strip()
+def _text(values: pd.Series) -> pd.Series:
+    """Values as trimmed Arrow strings; blanks become NA. Integral floats lose their '.0'."""
+    if pd.api.types.is_float_dtype(values.dtype) and values.dropna().mod(1).eq(0).all():
+        values = values.astype("Int64")
+    elif values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
+        has_bytes = values.map(lambda v: isinstance(v, bytes)).to_numpy(dtype=bool)
+        if has_bytes.any():
+            values = values.copy()
+            values[has_bytes] = [v.decode("utf-8", "replace") for v in values[has_bytes]]
+    text = values.astype(ARROW_TEXT).str.strip()
     return text.mask(text.eq(""))
 
 
-def _as_number(values: pd.Series) -> pd.Series:
+def _number(values: pd.Series, text: pd.Series) -> pd.Series:
     """Floats; text such as '$1,234.50' is cleaned first. Unconvertible values become NaN."""
     if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
         return values.astype("float64")
-    number = pd.to_numeric(values, errors="coerce")
-    retry = number.isna().to_numpy() & values.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
-    if retry.any():
-        cleaned = values[retry].str.replace(r"[\s$,]", "", regex=True)
-        number = number.astype("float64")
-        number[retry] = pd.to_numeric(cleaned, errors="coerce")
-    return number.astype("float64")
+    arrow = pa.array(text.array)
+    try:
+        return pd.Series(pc.cast(arrow, pa.float64()).to_numpy(zero_copy_only=False), index=values.index)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        cleaned = text.str.replace(r"[\s$,]", "", regex=True)
+        return pd.to_numeric(cleaned.astype(object), errors="coerce").astype("float64")
 
 
-def _as_timestamp(values: pd.Series, timezone: str) -> pd.Series:
+def _timestamps(values: pd.Series, text: pd.Series, timezone: str) -> pd.Series:
     """UTC timestamps; values without a zone are taken to be in `timezone`."""
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         return values.dt.tz_convert("UTC")
     if pd.api.types.is_datetime64_dtype(values.dtype):
         stamps = values
     else:
+        kind = pd.api.types.infer_dtype(values, skipna=True)
+        source = text if kind in ("string", "empty") else values
         try:
-            stamps = pd.to_datetime(values, errors="coerce", format="ISO8601")
+            stamps = pd.to_datetime(source, errors="coerce", format="ISO8601")
         except (ValueError, TypeError):  # mixed zone-aware and naive values
-            stamps = pd.to_datetime(values, errors="coerce", format="ISO8601", utc=True)
-        missed = stamps.isna().to_numpy() & values.notna().to_numpy()
-        if missed.any():
-            for fmt in ("%m/%d/%Y", "%m/%d/%Y %H:%M:%S", "mixed"):
-                again = pd.to_datetime(values[missed].astype("string"), errors="coerce", format=fmt)
-                if isinstance(stamps.dtype, pd.DatetimeTZDtype) and again.dt.tz is None:
-                    again = again.dt.tz_localize("UTC")
-                stamps = stamps.astype(object)
-                stamps[missed] = again
-                stamps = pd.to_datetime(stamps, errors="coerce", utc=isinstance(again.dtype, pd.DatetimeTZDtype))
-                missed = stamps.isna().to_numpy() & values.notna().to_numpy()
-                if not missed.any():
-                    break
+            stamps = pd.to_datetime(source, errors="coerce", format="ISO8601", utc=True)
+        missed = stamps.isna().to_numpy() & text.notna().to_numpy()
+        if missed.any():  # US-style dates, as assessor systems often export them
+            again = pd.to_datetime(text[missed].astype(object), errors="coerce", format="%m/%d/%Y")
+            if isinstance(stamps.dtype, pd.DatetimeTZDtype):
+                again = again.dt.tz_localize("UTC")
+            stamps = stamps.copy()
+            stamps[missed] = again
     if isinstance(stamps.dtype, pd.DatetimeTZDtype):
         return stamps.dt.tz_convert("UTC")
     return stamps.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="shift_forward").dt.tz_convert("UTC")
 
 
+def _iso(stamps: pd.Series, unit: str) -> pd.Series:
+    """ISO text of UTC timestamps: dates with unit 'D', GeoPackage DATETIME with unit 'ms'."""
+    raw = stamps.dt.tz_localize(None).to_numpy().astype(f"datetime64[{unit}]")
+    text = np.datetime_as_string(raw, unit=unit).astype(object)
+    if unit != "D":
+        text = text + "Z"
+    text[np.isnat(raw)] = None
+    return pd.Series(text, index=stamps.index, dtype=object)
+
+
 def convert_column(values: pd.Series, spec: ColumnSpec, timezone: str = "UTC") -> tuple[pd.Series, np.ndarray]:
     """The column in its storage form and a mask of present values that failed conversion."""
-    present = _present(values)
+    text = _text(values)
+    present = text.notna().to_numpy()
     kind = spec.type
     if kind == "text":
-        return _as_text(values), np.zeros(len(values), dtype=bool)
+        return text, np.zeros(len(values), dtype=bool)
     if kind in ("integer", "real"):
-        number = _as_number(values)
-        failed = number.isna().to_numpy() | ~np.isfinite(number.fillna(0).to_numpy())
+        number = _number(values, text)
+        failed = ~np.isfinite(number.to_numpy(dtype=float, na_value=np.nan))
         if kind == "integer":
-            failed |= number.fillna(0).mod(1).ne(0).to_numpy()
-            number = number.where(~failed & present).astype("Int64")
-        else:
-            number = number.where(~failed & present)
-        return number, present & failed
+            failed |= np.nan_to_num(number.to_numpy(dtype=float, na_value=np.nan)) % 1 != 0
+            return number.where(~failed & present).astype("Int64"), present & failed
+        return number.where(~failed & present), present & failed
     if kind == "boolean":
-        text = values.astype("string").str.strip().str.lower()
-        out = pd.Series(np.where(text.isin(_TRUE), 1, np.where(text.isin(_FALSE), 0, -1)), index=values.index)
+        lower = text.str.lower()
+        out = pd.Series(np.where(lower.isin(_TRUE), 1, np.where(lower.isin(_FALSE), 0, -1)), index=values.index)
         failed = out.eq(-1).to_numpy()
         return out.where(~failed & present).astype("Int64"), present & failed
-    stamps = _as_timestamp(values, timezone)
+    stamps = _timestamps(values, text, timezone)
     failed = stamps.isna().to_numpy()
-    if kind == "date":
-        text = stamps.dt.strftime("%Y-%m-%d")
-    else:
-        text = stamps.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3] + "Z"
-    return text.where(~failed & present), present & failed
+    return _iso(stamps, "D" if kind == "date" else "ms").where(~failed & present, None), present & failed
 
 
 def convert_attributes(raw: pd.DataFrame, columns: list[ColumnSpec], timezone: str = "UTC") -> AttributeOutcome:

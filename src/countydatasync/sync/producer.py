@@ -1,0 +1,119 @@
+"""Extract and transform run ahead of the writer: in a thread for small runs, in a second process for big
+full scans. SQLite parameter binding and pandas both need the GIL, so a thread overlaps little; a process
+gives the writer a core of its own. At most two batches wait in the queue either way.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from countydatasync.errors import SourceError
+from countydatasync.extract import open_source
+from countydatasync.settings import Settings
+from countydatasync.transform import TransformedBatch, TransformPlan, transform_batch
+
+DONE = "__done__"
+PROCESS_THRESHOLD = 200_000  # rows; below this, starting a process costs more than it saves
+
+
+def in_thread(batches: Iterator[pd.DataFrame], plan: TransformPlan) -> Iterator[TransformedBatch]:
+    """Transform `batches` in a producer thread, one batch ahead of the consumer."""
+    out: queue.Queue[Any] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            first_row = 0
+            for raw in batches:
+                item = transform_batch(raw, plan, first_row)
+                first_row += len(raw)
+                if not _put(out, item, stop.is_set):
+                    return
+            out.put(DONE)
+        except BaseException as exc:  # re-raised in the consumer's thread
+            out.put(exc)
+
+    worker = threading.Thread(target=produce, name="extract-transform", daemon=True)
+    worker.start()
+    try:
+        yield from _consume(lambda: out.get(), lambda: True)
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+
+
+def in_process(settings: Settings, plan: TransformPlan, modified_since: datetime | str | None
+               ) -> Iterator[TransformedBatch]:
+    """Read and transform the whole source in a child process (its own connection), yielding batches."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue(maxsize=2)
+    child = ctx.Process(target=_child, args=(settings.model_dump(), plan, modified_since, out, os.getpid()),
+                        name="countydatasync-extract", daemon=True)
+    child.start()
+
+    def get() -> Any:
+        while True:
+            try:
+                return out.get(timeout=1.0)
+            except queue.Empty:
+                if not child.is_alive():
+                    raise SourceError(f"the extract process ended unexpectedly (exit code {child.exitcode})") from None
+
+    try:
+        yield from _consume(get, child.is_alive)
+    finally:
+        if child.is_alive():
+            child.terminate()
+        child.join(timeout=5)
+        out.close()
+
+
+def _consume(get: Any, alive: Any) -> Iterator[TransformedBatch]:
+    while True:
+        item = get()
+        if isinstance(item, str) and item == DONE:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def _put(out: Any, item: Any, stopped: Any) -> bool:
+    while not stopped():
+        try:
+            out.put(item, timeout=0.2)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _child(settings_data: dict[str, Any], plan: TransformPlan, since: datetime | str | None, out: Any,
+           parent: int) -> None:
+    """Child process body: stop quietly if the parent goes away (killed runs leave no orphans behind)."""
+    source = None
+    try:
+        source = open_source(Settings(**settings_data))
+        first_row = 0
+        for raw in source.batches(modified_since=since):  # type: ignore[arg-type]
+            item = transform_batch(raw, plan, first_row)
+            first_row += len(raw)
+            if not _put(out, item, lambda: os.getppid() != parent):
+                return
+        out.put(DONE)
+    except BaseException as exc:
+        try:
+            out.put(exc)
+        except Exception:  # not picklable: send its text
+            out.put(SourceError(f"{type(exc).__name__}: {exc}"))
+    finally:
+        if source is not None:
+            source.close()
