@@ -3,8 +3,7 @@
 Three things are added that the sample county lacks: a parcel whose owner is an HTML payload (put into the
 source, so it travels through the sync like any name); a few parcels whose geometry broke after the
 first sync, so a second (incremental) sync keeps their last good shape on the map with status error; and a
-few parcels marked pending in the working DB, the way a status check marks parcels whose source changed
-since the last sync.
+few parcels changed at the source after that and marked pending by the status check.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from fastapi.testclient import TestClient
 from countydatasync.sample.county import SampleCounty, write_sample_county
 from countydatasync.settings import Settings
 from countydatasync.sync import run_sync
+from countydatasync.sync.status import mark_pending
 from countydatasync.web import create_app
 
 SAMPLE_PARCELS = 2_000
@@ -61,13 +61,22 @@ def staging(tmp_path_factory: pytest.TempPathFactory) -> Staging:
             "ORDER BY rowid LIMIT 3 OFFSET 1500", (xss_key,)))
         con.executemany("UPDATE MasterParcels SET Shape = NULL, LastModified = '2030-01-01T00:00:00' "
                         "WHERE PIN = ?", [(k,) for k in broken])
+        # A reassessment of the payload parcel, so it has a change history.
+        con.execute("UPDATE MasterParcels SET LandValue = LandValue + 1000, "
+                    "LastModified = '2030-01-01T00:00:00' WHERE PIN = ?", (xss_key,))
     second = run_sync(settings)
     assert second.status == "succeeded" and second.mode == "incremental"
     with sqlite3.connect(settings.output.working_path) as con:
-        pending = tuple(k for (k,) in con.execute(
+        changed = [k for (k,) in con.execute(
             "SELECT pin FROM parcels WHERE in_geo = 1 AND sync_status = 'synced' AND pin != ? "
-            "ORDER BY pin LIMIT 25 OFFSET 500", (xss_key,)))
-        con.executemany("UPDATE parcels SET sync_status = 'pending' WHERE pin = ?", [(k,) for k in pending])
+            "ORDER BY pin LIMIT 25 OFFSET 500", (xss_key,))]
+    with sqlite3.connect(source) as con:
+        con.executemany("UPDATE MasterParcels SET ImprValue = ImprValue + 1, "
+                        "LastModified = '2031-01-01T00:00:00' WHERE PIN = ?", [(k,) for k in changed])
+    mark_pending(settings)  # what `countydatasync status` does
+    with sqlite3.connect(f"file:{settings.output.working_path}?mode=ro", uri=True) as con:
+        pending = tuple(k for (k,) in con.execute("SELECT pin FROM parcels WHERE sync_status = 'pending'"))
+    assert sorted(pending) == sorted(changed)
     return Staging(settings, xss_key, pending, broken)
 
 

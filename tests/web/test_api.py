@@ -91,8 +91,12 @@ def test_parcel_detail_has_attributes_status_and_history(client: TestClient, sta
     assert body["status"] == "synced" and body["in_geo"] is True
     assert body["attributes"]["owner_name"] == XSS_OWNER  # JSON carries the raw text; the page escapes it
     assert "sync_status" not in body["attributes"] and "attr_hash" not in body["attributes"]
-    assert [h["action"] for h in body["history"]] == ["insert"]
-    assert body["sync"]["last_run_id"] == 1
+    with staging.working() as con:
+        logged = con.execute("SELECT id, action FROM change_log WHERE pin = ? ORDER BY id DESC",
+                             (staging.xss_key,)).fetchall()
+    assert [(h["id"], h["action"]) for h in body["history"]] == logged
+    assert body["history"][0]["action"] == "update" and "land_value" in body["history"][0]["changed_fields"]
+    assert body["history"][0]["run_id"] == body["sync"]["last_run_id"] == 2
 
 
 def test_parcel_in_error_carries_its_reason(client: TestClient, staging: Staging) -> None:

@@ -25,7 +25,8 @@ def _state(job: SyncJob) -> SyncState:
 @router.post(
     "/api/sync", response_model=SyncState, status_code=status.HTTP_202_ACCEPTED,
     summary="Start a sync in the background", dependencies=[Depends(require_token)],
-    responses={401: {"model": Problem}, 403: {"model": Problem}, 409: {"model": Problem}},
+    responses={400: {"model": Problem, "description": "The body is not JSON"}, 401: {"model": Problem},
+               403: {"model": Problem}, 409: {"model": Problem}},
 )
 def start_sync(settings: SettingsDep, job: SyncJobDep,
                request: Annotated[SyncRequest | None, Body()] = None) -> SyncState:
