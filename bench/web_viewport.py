@@ -29,6 +29,7 @@ from countydatasync.sample.county import SampleCounty, write_sample_county
 from countydatasync.settings import Settings
 from countydatasync.sync import run_sync
 from countydatasync.web import create_app
+from countydatasync.web.app import freeze_startup_heap
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MAP_WIDTH_PX, MAP_HEIGHT_PX = 1280, 800
@@ -101,6 +102,7 @@ def main() -> None:
 
     settings = staging_for(args.parcels)
     app = create_app(settings)
+    freeze_startup_heap()  # as `countydatasync serve` does
     server = None
     if args.live:
         port = _free_port()

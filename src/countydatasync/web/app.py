@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 
 import swagger_ui_bundle
@@ -55,3 +56,14 @@ def create_app(settings: Settings, sync_runner: SyncRunner | None = None) -> Fas
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(SecurityHeaders, web=settings.web)
     return app
+
+
+def freeze_startup_heap() -> None:
+    """Move everything allocated so far (the imported libraries, the app) out of the garbage collector's way.
+
+    Each map request allocates thousands of short-lived objects, which triggers full collections; without
+    this, each of those walks every object pandas, pyproj and FastAPI created at import and adds 50-60 ms to
+    one request in twenty. Call it once, after create_app and before serving.
+    """
+    gc.collect()
+    gc.freeze()

@@ -38,7 +38,7 @@ def serve(
     """Serve the dashboard, the parcel map and the REST API (docs at /docs)."""
     import uvicorn
 
-    from countydatasync.web.app import create_app
+    from countydatasync.web.app import create_app, freeze_startup_heap
 
     try:
         settings = load_settings(config)
@@ -53,5 +53,7 @@ def serve(
     if settings.web.token is None:
         typer.echo("note: web.token is not set, so syncs cannot be started from the web", err=True)
     typer.echo(f"dashboard on http://{bind_host}:{bind_port}/  (API docs at /docs)")
-    uvicorn.run(create_app(settings), host=bind_host, port=bind_port, log_level=log_level,
-                server_header=False, proxy_headers=False)
+    app = create_app(settings)
+    freeze_startup_heap()
+    uvicorn.run(app, host=bind_host, port=bind_port, log_level=log_level, server_header=False,
+                proxy_headers=False)
