@@ -150,3 +150,13 @@ def test_pages_and_offline_assets(client: TestClient) -> None:
     assert client.get("/static/swagger/swagger-ui-bundle.js").status_code == 200
     assert "/openapi.json" in client.get("/static/docs.js").text
     assert client.get("/openapi.json").json()["info"]["title"] == "CountyDataSync"
+
+
+def test_our_scripts_never_parse_data_as_html() -> None:
+    static = Path(create_app.__code__.co_filename).parent / "static"
+    scripts = sorted(static.glob("*.js"))
+    assert {p.name for p in scripts} >= {"common.js", "map.js", "dashboard.js", "docs.js"}
+    for script in scripts:
+        text = script.read_text()
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in text, f"{script.name} uses {sink}"

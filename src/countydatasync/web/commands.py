@@ -45,6 +45,8 @@ def serve(
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    if not logging.getLogger().handlers:  # the edge configures logging once; the library only logs
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     bind_host = host or settings.web.host
     bind_port = port or settings.web.port
     if not _is_loopback(bind_host):

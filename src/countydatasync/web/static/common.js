@@ -1,5 +1,5 @@
 /* Shared helpers for the dashboard and the map. Every value from the API reaches the page through
-   textContent (never innerHTML), so a parcel attribute can never become markup. */
+   textContent, never parsed as HTML, so a parcel attribute can never become markup. */
 "use strict";
 
 window.cds = (function () {
