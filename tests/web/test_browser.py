@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,20 +32,26 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(staging: Staging) -> Iterator[str]:
-    port = _free_port()
-    config = uvicorn.Config(create_app(staging.settings), host="127.0.0.1", port=port, log_level="warning")
-    live = uvicorn.Server(config)
+@contextmanager
+def _serving(app: object, port: int) -> Iterator[str]:
+    live = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=live.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
     while not live.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    live.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        live.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(staging: Staging) -> Iterator[str]:
+    with _serving(create_app(staging.settings), _free_port()) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
@@ -140,4 +147,22 @@ def test_api_docs_work_offline_under_the_csp(page, server: str) -> None:
     operations = page.locator(".opblock-summary-path")
     expect(operations.filter(has_text="/api/parcels/{key}")).to_have_count(1, timeout=20_000)
     assert operations.count() >= 11
+    assert page.problems == []
+
+
+def test_basemap_from_settings_is_drawn_under_the_parcels(page, staging: Staging, tmp_path: Path) -> None:
+    port = _free_port()
+    # The app's own favicon stands in for a tile server, so the test needs no network.
+    template = f"http://127.0.0.1:{port}/static/favicon.svg?z={{z}}&x={{x}}&y={{y}}"
+    web = staging.settings.web.model_copy(update={"basemap_url": template,
+                                                  "basemap_attribution": "Tiles <b>test</b>"})
+    with _serving(create_app(staging.settings.model_copy(update={"web": web})), port) as base:
+        page.goto(base + "/map")
+        page.wait_for_selector("#map[data-state=loaded]", timeout=20_000)
+        tiles = page.locator("img.leaflet-tile")
+        expect(tiles.first).to_be_visible()
+        assert "/static/favicon.svg?z=" in tiles.first.get_attribute("src")
+        assert page.locator("#attribution").inner_text() == "Tiles <b>test</b>"  # text, not markup
+        assert page.locator("path.parcel-synced").count() > 0
+        page.screenshot(path=str(tmp_path / "map-basemap.png"))
     assert page.problems == []

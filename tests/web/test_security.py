@@ -100,6 +100,10 @@ def test_csp_allows_the_basemap_host_for_images_only() -> None:
     assert csp["script-src"] == "'self'" and csp["connect-src"] == "'self'"
     with pytest.raises(ValueError):
         Settings(web={"basemap_url": "javascript:alert(1)"})
+    with TestClient(create_app(Settings(web=web))) as client:
+        headers = client.get("/map").headers
+    assert "https://*.tiles.example.gov" in headers["content-security-policy"]
+    assert headers["referrer-policy"] == "strict-origin-when-cross-origin"  # the origin only, for tile hosts
 
 
 def test_no_cors_by_default(client: TestClient) -> None:

@@ -63,7 +63,8 @@ class SecurityHeaders:
             (b"content-security-policy", content_security_policy(web).encode()),
             (b"x-content-type-options", b"nosniff"),
             (b"x-frame-options", b"DENY"),
-            (b"referrer-policy", b"no-referrer"),
+            # Tile servers may require a Referer; they get the origin only, never a page's path.
+            (b"referrer-policy", b"strict-origin-when-cross-origin" if web.basemap_url else b"no-referrer"),
             (b"cross-origin-opener-policy", b"same-origin"),
         ]
 
