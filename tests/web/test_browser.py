@@ -16,7 +16,7 @@ import uvicorn
 from playwright.sync_api import expect
 
 from countydatasync.web import create_app
-from tests.web.conftest import XSS_OWNER, Staging
+from tests.web.conftest import TOKEN, XSS_OWNER, Staging
 
 pytestmark = pytest.mark.browser
 
@@ -166,3 +166,19 @@ def test_basemap_from_settings_is_drawn_under_the_parcels(page, staging: Staging
         assert page.locator("path.parcel-synced").count() > 0
         page.screenshot(path=str(tmp_path / "map-basemap.png"))
     assert page.problems == []
+
+
+def test_dashboard_starts_a_sync_with_the_token(page, fresh_staging: Staging) -> None:
+    with _serving(create_app(fresh_staging.settings), _free_port()) as base:
+        page.goto(base + "/")
+        page.wait_for_selector("#run-history table")
+        before = page.locator("#run-history tbody tr").count()
+        page.fill("#sync-token", "not-the-token")
+        page.click("#sync-form button")
+        expect(page.locator("#sync-state")).to_have_text("Not started: invalid token")
+        page.fill("#sync-token", TOKEN)
+        page.click("#sync-form button")
+        expect(page.locator("#sync-state")).to_have_text("Sync succeeded.", timeout=60_000)
+        expect(page.locator("#run-history tbody tr")).to_have_count(before + 1)
+    # The refused attempt shows up as a 403 in the console; nothing else may.
+    assert [p for p in page.problems if "403" not in p] == []
