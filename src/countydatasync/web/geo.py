@@ -78,7 +78,8 @@ def layer_extent_wgs84(con: sqlite3.Connection, schema: str, layer: str) -> tupl
     if row is None or any(v is None for v in row):
         return None
     info = layer_info(con, schema, layer)
-    return tuple(to_wgs84(info.crs).transform_bounds(*row, densify_pts=11))
+    minx, miny, maxx, maxy = (float(v) for v in row)
+    return tuple(to_wgs84(info.crs).transform_bounds(minx, miny, maxx, maxy, densify_pts=11))
 
 
 def wkb_from_blob(blob: bytes) -> bytes:

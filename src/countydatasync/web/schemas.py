@@ -136,7 +136,7 @@ class Change(BaseModel):
 
 class ParcelDetail(BaseModel):
     key: str
-    status: Status
+    status: str = Field(description="synced, pending or error")
     reason: str | None
     message: str | None
     in_geo: bool = Field(description="Whether the map has a version of this parcel.")

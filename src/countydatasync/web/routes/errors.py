@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -21,7 +22,7 @@ def error_select(key_name: str) -> str:
             "FROM main.errors")
 
 
-def error_rows(con: sqlite3.Connection, key_name: str, where: str, params: list[object],
+def error_rows(con: sqlite3.Connection, key_name: str, where: str, params: Sequence[object],
                limit: int, offset: int = 0, newest_first: bool = False) -> list[ErrorRow]:
     sql = f"{error_select(key_name)}{where} ORDER BY id{' DESC' if newest_first else ''} LIMIT ? OFFSET ?"
     return [ErrorRow(**dict(zip(ERROR_FIELDS, row, strict=True)))
@@ -39,7 +40,8 @@ def list_errors(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> ErrorPage:
-    clauses, params = [], []
+    clauses: list[str] = []
+    params: list[object] = []
     for column, value in (("run_id", run_id), ("reason", reason), ("severity", severity),
                           (settings.source.key_name, key)):
         if value is not None:

@@ -22,7 +22,6 @@ router = APIRouter(tags=["parcels"])
 HISTORY_SHOWN = 100
 ERRORS_SHOWN = 50
 SYNC_FIELDS = ["first_seen", "source_modified", "last_changed", "last_synced", "last_run_id"]
-INTERNAL_FIELDS = {"sync_status", "sync_reason", "sync_message", "in_geo", "attr_hash", "geom_hash"}
 
 
 def _bad_bbox(text: str, message: str) -> RequestValidationError:
@@ -69,6 +68,17 @@ def parcels_in_bbox(
     return Response(body, media_type="application/json")
 
 
+def _field_list(text: str | None) -> list[str] | None:
+    """The change log's JSON list of changed fields (kept as one item if another tool wrote plain text)."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return [text]
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
 @router.get(
     "/api/parcels/{key}", response_model=ParcelDetail, summary="One parcel: attributes, status, history",
     responses={404: {"model": Problem}, 503: {"model": Problem}},
@@ -82,17 +92,16 @@ def parcel(settings: SettingsDep, key: Annotated[str, Path(max_length=200)]) -> 
             raise HTTPException(404, f"no parcel with {key_name} {key!r}")
         record = dict(zip([d[0] for d in cur.description], row, strict=True))
         history = [
-            Change(id=i, run_id=r, action=a, changed_fields=json.loads(f) if f else None, at=at)
+            Change(id=i, run_id=r, action=a, changed_fields=_field_list(f), at=at)
             for i, r, a, f, at in con.execute(
                 f"SELECT id, run_id, action, changed_fields, at FROM main.change_log WHERE {q(key_name)} = ? "
                 "ORDER BY id DESC LIMIT ?", (key, HISTORY_SHOWN))
         ]
         errors = error_rows(con, key_name, f" WHERE {q(key_name)} = ?", [key], ERRORS_SHOWN,
                             newest_first=True)
-    attributes = {k: v for k, v in record.items()
-                  if k != key_name and k not in INTERNAL_FIELDS and k not in SYNC_FIELDS}
-    if "source_modified" in {c.name for c in settings.columns}:
-        attributes["source_modified"] = record.get("source_modified")
+    # The carried columns in settings order; columns other applications added are not ours to show.
+    names = [*(c.name for c in settings.columns), "gis_acres"]
+    attributes = {name: record[name] for name in names if name in record}
     return ParcelDetail(
         key=key, status=record["sync_status"], reason=record.get("sync_reason"),
         message=record.get("sync_message"), in_geo=bool(record.get("in_geo")), attributes=attributes,
