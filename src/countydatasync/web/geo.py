@@ -124,7 +124,7 @@ class ViewportResult:
 
 def _feature_sql(layer: str, key_name: str, filtered: int, cap: int) -> str:
     g, r, k = q(layer), q(f"rtree_{layer}_geom"), q(key_name)
-    where = f" AND status IN ({', '.join('?' * filtered)})" if filtered else ""
+    where = f" AND status IN ({', '.join('?' * filtered)})"
     # The R-tree drives the plan; fid is the layer's rowid and the key the working DB's primary key.
     return (
         f"SELECT fid, geom, key, status FROM (SELECT g.fid AS fid, g.geom AS geom, g.{k} AS key, "
@@ -145,7 +145,8 @@ def query_viewport(con: sqlite3.Connection, layer: str, key_name: str,
     info = layer_info(con, "geo", layer)
     west, south, east, north = query.bbox
     minx, miny, maxx, maxy = to_layer(info.crs).transform_bounds(west, south, east, north, densify_pts=5)
-    statuses = [s for s in STATUSES if s in set(query.statuses)] if query.statuses else []
+    # Always filtered: a status another tool wrote into the working DB is not one the map can colour.
+    statuses = [s for s in STATUSES if s in set(query.statuses or STATUSES)]
     rows = con.execute(_feature_sql(layer, key_name, len(statuses), query.cap),
                        (maxx, minx, maxy, miny, *statuses)).fetchall()
     truncated = len(rows) > query.cap
