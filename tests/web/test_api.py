@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -160,3 +161,15 @@ def test_our_scripts_never_parse_data_as_html() -> None:
         text = script.read_text()
         for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
             assert sink not in text, f"{script.name} uses {sink}"
+
+
+def test_staging_folder_with_awkward_characters(staging: Staging, tmp_path: Path) -> None:
+    folder = tmp_path / "county data #2 ?x=1 100%"
+    shutil.copytree(staging.settings.output.directory, folder)
+    settings = staging.settings.model_copy(
+        update={"output": staging.settings.output.model_copy(update={"directory": folder})})
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/api/runs").json()["total"] == 2
+        assert client.get(f"/api/parcels/{staging.xss_key}").status_code == 200
+        bbox = ",".join(map(str, client.get("/api/map-config").json()["extent"]))
+        assert client.get("/api/parcels", params={"bbox": bbox}).json()["returned"] > 1000

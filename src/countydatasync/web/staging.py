@@ -13,7 +13,6 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import quote
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +29,8 @@ def q(name: str) -> str:
 
 
 def readonly_uri(path: Path) -> str:
-    return "file:" + quote(str(path.resolve())) + "?mode=ro"
+    """A read-only SQLite URI; as_uri() percent-encodes ' ', '?', '#' and writes Windows drives right."""
+    return path.resolve().as_uri() + "?mode=ro"
 
 
 @contextmanager
