@@ -88,8 +88,6 @@ class Publisher:
         prev = pd.DataFrame(columns=["attr_hash", "geom_hash", "sync_status", "in_geo"])
         if not self.initial and touched:
             prev = working.previous_versions(self.con, WORKING, self.key, touched)
-        before = {} if self.recompute or prev.empty else stats.contributions(
-            self.con, WORKING, self.key, prev.index, self.dimensions, self.measures)
 
         exists = parcels[self.key].isin(prev.index).to_numpy()
         old = prev.reindex(parcels[self.key])
@@ -105,6 +103,11 @@ class Publisher:
         self.counts["updated"] += int((had_content & ~same).sum())
 
         rows = parcels.assign(_attr=attr_hash, _geom=geom_hash)
+        # What the parcels about to be rewritten or rejected counted for until now.
+        replaced = parcels[self.key][write & exists].tolist() + error_keys["key"][
+            error_keys["key"].isin(prev.index)].tolist()
+        before = {} if self.recompute or not replaced else stats.contributions(
+            self.con, WORKING, self.key, replaced, self.dimensions, self.measures)
         self._log_changes(rows[had_content & ~same], old[had_content & ~same])
         if not self.initial:  # a first load logs no per-parcel inserts: the run history has the count
             self.con.executemany(
