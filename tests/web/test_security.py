@@ -129,3 +129,17 @@ def test_no_file_paths_from_requests(client: TestClient) -> None:
         response = client.get(url)
         assert response.status_code == 404, url
         assert "root:" not in response.text and "BaseSettings" not in response.text
+
+
+def test_reads_keep_answering_while_a_sync_publishes(fresh_staging: Staging) -> None:
+    app = create_app(fresh_staging.settings)
+    with TestClient(app) as client:
+        bbox = ",".join(map(str, client.get("/api/map-config").json()["extent"]))
+        assert client.post("/api/sync", headers=AUTH, json={"full": True}).status_code == 202
+        codes = []
+        while app.state.sync_job.running:
+            codes.append(client.get("/api/parcels", params={"bbox": bbox, "zoom": 15}).status_code)
+            codes.append(client.get("/api/statistics/status").status_code)
+        assert app.state.sync_job.wait(timeout=120)
+        assert client.get("/api/sync").json()["outcome"] == "succeeded"
+    assert len(codes) >= 2 and set(codes) == {200}
