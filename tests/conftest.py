@@ -71,3 +71,9 @@ def validate_gpkg() -> Callable[[Path], None]:
         assert done.returncode == 0, f"validate_gpkg rejected {path}:\n{done.stdout}\n{done.stderr}"
 
     return check
+
+
+from hypothesis import Phase, settings as hypothesis_settings  # noqa: E402
+
+# `pytest --hypothesis-profile=fast-fail` reports the first failing example without shrinking it.
+hypothesis_settings.register_profile("fast-fail", phases=[Phase.explicit, Phase.reuse, Phase.generate])
