@@ -121,7 +121,7 @@ def test_map_draws_parcels_by_status_with_legend_and_popup(page, server: str, st
     page.wait_for_selector("#map[data-state=loaded]")
     expect(page.locator("path.parcel-pending")).to_have_count(drawn["pending"])
     expect(page.locator("path.parcel-error")).to_have_count(drawn["error"])
-    page.screenshot(path=str(tmp_path / "map-filtered.png"))
+    page.screenshot(path=str(tmp_path / "map-filtered.png"), animations="disabled")
     assert page.problems == []
 
 
