@@ -12,7 +12,7 @@ import shapely
 from pyproj import Transformer
 
 from countydatasync.errors import ConfigError
-from countydatasync.sample.county import SampleCounty, sample_batches, to_wkb_column
+from countydatasync.sample.county import SampleCounty, sample_batches
 from countydatasync.settings import load_settings, settings_template
 from countydatasync.sync import run_sync
 

@@ -7,7 +7,9 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from countydatasync.sample.county import SampleCounty, write_sample_county
 from countydatasync.settings import Settings

@@ -17,11 +17,11 @@ from sqlalchemy.engine import URL, Engine
 
 from countydatasync.errors import PermanentSourceError, SchemaError
 from countydatasync.extract.base import (
+    KEY_COPIES,
     RAW_GEOM,
     RAW_KEY,
     RAW_MODIFIED,
     RAW_SRID,
-    KEY_COPIES,
     SourceSpec,
     paginate,
 )
