@@ -59,19 +59,27 @@ def measure(command: list[str]) -> tuple[float, float, str]:
 def edit_source(path: Path, parcels: int) -> None:
     """1% changed (attributes and geometry), 0.1% deleted, 0.1% inserted; all with a new timestamp."""
     con = sqlite3.connect(path)
-    con.create_function("shift", 1, lambda wkb: shapely.to_wkb(shapely.transform(
-        shapely.from_wkb(wkb), lambda xy: xy + 1.0)) if wkb else wkb, deterministic=True)
+    con.create_function(
+        "shift",
+        1,
+        lambda wkb: shapely.to_wkb(shapely.transform(shapely.from_wkb(wkb), lambda xy: xy + 1.0)) if wkb else wkb,
+        deterministic=True,
+    )
     with con:
-        con.execute("UPDATE MasterParcels SET OwnerName = OwnerName || ' TRUST', LandValue = LandValue + 1, "
-                    "Shape = CASE WHEN rowid % 2 = 0 THEN shift(Shape) ELSE Shape END, "
-                    "LastModified = '2027-01-01T00:00:00' WHERE rowid % 100 = 3 AND Shape IS NOT NULL "
-                    "AND length(Shape) > 40")
+        con.execute(
+            "UPDATE MasterParcels SET OwnerName = OwnerName || ' TRUST', LandValue = LandValue + 1, "
+            "Shape = CASE WHEN rowid % 2 = 0 THEN shift(Shape) ELSE Shape END, "
+            "LastModified = '2027-01-01T00:00:00' WHERE rowid % 100 = 3 AND Shape IS NOT NULL "
+            "AND length(Shape) > 40"
+        )
         con.execute("DELETE FROM MasterParcels WHERE rowid % 1000 = 7")
-        con.execute("INSERT INTO MasterParcels SELECT 'N' || PIN, OwnerName, OwnerMailAddress, SitusAddress, "
-                    "SitusCity, SitusZip, LandUseCode, LandUseDesc, Zoning, Neighborhood, TaxDistrict, "
-                    "SchoolDistrict, Subdivision, Acres, LandValue, ImprValue, TotalValue, YearBuilt, BldgSqFt, "
-                    "LastSaleDate, LastSalePrice, LegalDesc, ExemptionCode, TaxYear, '2027-01-01T00:00:00', Shape "
-                    "FROM MasterParcels WHERE rowid % 1000 = 11")
+        con.execute(
+            "INSERT INTO MasterParcels SELECT 'N' || PIN, OwnerName, OwnerMailAddress, SitusAddress, "
+            "SitusCity, SitusZip, LandUseCode, LandUseDesc, Zoning, Neighborhood, TaxDistrict, "
+            "SchoolDistrict, Subdivision, Acres, LandValue, ImprValue, TotalValue, YearBuilt, BldgSqFt, "
+            "LastSaleDate, LastSalePrice, LegalDesc, ExemptionCode, TaxYear, '2027-01-01T00:00:00', Shape "
+            "FROM MasterParcels WHERE rowid % 1000 = 11"
+        )
     con.close()
 
 
@@ -83,15 +91,36 @@ def bench(parcels: int, work: Path) -> dict[str, float]:
     shutil.copyfile(cached, source)
     script = work / "sync_once.py"
     script.write_text(SYNC)
-    ref_t, ref_rss, _ = measure(["ogr2ogr", "-f", "GPKG", str(work / "ogr2ogr.gpkg"), str(source),
-                                 "masterparcels", "-nln", "parcels", "-nlt", "PROMOTE_TO_MULTI"])
+    ref_t, ref_rss, _ = measure(
+        [
+            "ogr2ogr",
+            "-f",
+            "GPKG",
+            str(work / "ogr2ogr.gpkg"),
+            str(source),
+            "masterparcels",
+            "-nln",
+            "parcels",
+            "-nlt",
+            "PROMOTE_TO_MULTI",
+        ]
+    )
     full_t, full_rss, full_out = measure([sys.executable, str(script), str(source), str(work / "staging")])
     edit_source(source, parcels)
     inc_t, inc_rss, inc_out = measure([sys.executable, str(script), str(source), str(work / "staging")])
-    return {"parcels": parcels, "ogr2ogr_s": ref_t, "ogr2ogr_rss_mib": ref_rss, "full_s": full_t,
-            "full_rss_mib": full_rss, "incremental_s": inc_t, "incremental_rss_mib": inc_rss,
-            "full_vs_ogr2ogr": full_t / ref_t, "incremental_vs_full": inc_t / full_t,
-            "full_run": full_out.strip(), "incremental_run": inc_out.strip()}
+    return {
+        "parcels": parcels,
+        "ogr2ogr_s": ref_t,
+        "ogr2ogr_rss_mib": ref_rss,
+        "full_s": full_t,
+        "full_rss_mib": full_rss,
+        "incremental_s": inc_t,
+        "incremental_rss_mib": inc_rss,
+        "full_vs_ogr2ogr": full_t / ref_t,
+        "incremental_vs_full": inc_t / full_t,
+        "full_run": full_out.strip(),
+        "incremental_run": inc_out.strip(),
+    }
 
 
 def main(sizes: list[int]) -> None:
@@ -104,11 +133,17 @@ def main(sizes: list[int]) -> None:
     print(header)
     for r in rows:
         n = r["parcels"]
-        print(f"{n:>9,} {'ogr2ogr':<12} {r['ogr2ogr_s']:>8.1f} {n / r['ogr2ogr_s']:>10,.0f} {r['ogr2ogr_rss_mib']:>13.0f} {'1.00':>8}")
-        print(f"{n:>9,} {'full sync':<12} {r['full_s']:>8.1f} {n / r['full_s']:>10,.0f} {r['full_rss_mib']:>13.0f} "
-              f"{r['full_vs_ogr2ogr']:>8.2f}  (vs ogr2ogr)")
-        print(f"{n:>9,} {'incremental':<12} {r['incremental_s']:>8.1f} {n / r['incremental_s']:>10,.0f} "
-              f"{r['incremental_rss_mib']:>13.0f} {r['incremental_vs_full']:>8.2f}  (vs full)")
+        print(
+            f"{n:>9,} {'ogr2ogr':<12} {r['ogr2ogr_s']:>8.1f} {n / r['ogr2ogr_s']:>10,.0f} {r['ogr2ogr_rss_mib']:>13.0f} {'1.00':>8}"
+        )
+        print(
+            f"{n:>9,} {'full sync':<12} {r['full_s']:>8.1f} {n / r['full_s']:>10,.0f} {r['full_rss_mib']:>13.0f} "
+            f"{r['full_vs_ogr2ogr']:>8.2f}  (vs ogr2ogr)"
+        )
+        print(
+            f"{n:>9,} {'incremental':<12} {r['incremental_s']:>8.1f} {n / r['incremental_s']:>10,.0f} "
+            f"{r['incremental_rss_mib']:>13.0f} {r['incremental_vs_full']:>8.2f}  (vs full)"
+        )
     (ROOT / "results" / "sync_bench.json").write_text(json.dumps(rows, indent=2))
 
 
