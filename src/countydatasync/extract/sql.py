@@ -2,20 +2,31 @@
 and every configured table and column is checked against the database catalog before the first query.
 
 Backends for particular databases subclass `SqlSource` and override the geometry and SRID expressions.
+
+Reading goes through a *session* (by default a SQLAlchemy connection; a backend may use an Arrow driver
+instead) that is opened lazily and kept for the source's life. `batches` runs inside a snapshot when the
+backend offers one (`begin_snapshot`). A transient failure (see `translate`) drops the session, waits
+`retry_backoff_seconds` (doubling on each further try, up to `max_retries` tries) and runs the same
+statement again on a new session: since paging resumes from the last key of the last *completed* batch,
+a retried extraction has no duplicates and no gaps. The new session starts a new snapshot, so after a
+reconnect a run only guarantees what keyset paging guarantees (see the backend modules).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
-from countydatasync.errors import PermanentSourceError, SchemaError
+from countydatasync.errors import PermanentSourceError, SchemaError, SourceError, TransientSourceError
 from countydatasync.extract.base import (
     RAW_GEOM,
     RAW_KEY,
@@ -40,6 +51,8 @@ class SqlSource:
         self.description = f"{url.render_as_string(hide_password=True)} table {spec.table}"
         self.engine: Engine = sa.create_engine(url, **engine_options)
         self._table: sa.Table | None = None
+        self._session: Any = None
+        self._in_snapshot = False
 
     # --- catalog -------------------------------------------------------------------------------------
     def table(self) -> sa.Table:
@@ -54,12 +67,12 @@ class SqlSource:
             inspector = sa.inspect(self.engine)
             names = set(inspector.get_table_names(schema=spec.db_schema))
             names |= set(inspector.get_view_names(schema=spec.db_schema))
+            if spec.table not in names:
+                where = f" in schema {spec.db_schema}" if spec.db_schema else ""
+                raise SchemaError(f"source table {spec.table!r} not found{where} at {self.description}")
+            columns = {c["name"]: c for c in inspector.get_columns(spec.table, schema=spec.db_schema)}
         except sa.exc.DBAPIError as exc:
             raise self.translate(exc) from None
-        if spec.table not in names:
-            where = f" in schema {spec.db_schema}" if spec.db_schema else ""
-            raise SchemaError(f"source table {spec.table!r} not found{where} at {self.description}")
-        columns = {c["name"]: c for c in inspector.get_columns(spec.table, schema=spec.db_schema)}
         wanted = [spec.key_column, spec.geometry_column, *spec.attribute_columns]
         if spec.modified_column:
             wanted.append(spec.modified_column)
@@ -95,9 +108,29 @@ class SqlSource:
         """The key as compared and ordered by (a backend may pin a binary collation here)."""
         return column
 
-    def translate(self, exc: BaseException) -> Exception:
-        """Map a driver error to the package's error tree, without the URL's secrets."""
-        return PermanentSourceError(f"cannot read {self.description}: {type(exc).__name__}: {_first_line(exc)}")
+    def translate(self, exc: BaseException) -> SourceError:
+        """Map a driver error to the package's error tree, without the URL's secrets. Backends classify
+        their driver's codes; this default treats a connection SQLAlchemy saw drop as transient and
+        everything else as permanent."""
+        if getattr(exc, "connection_invalidated", False):
+            return TransientSourceError(self.message(exc, "lost the connection to"))
+        return PermanentSourceError(self.message(exc))
+
+    def message(self, exc: BaseException, doing: str = "cannot read") -> str:
+        """`doing` the source, with the driver's first line; any trace of the password is masked."""
+        return self.redact(f"{doing} {self.description}: {type(exc).__name__}: {_first_line(exc)}")
+
+    def redact(self, text: str) -> str:
+        """`text` with the password (as given and as URL-encoded) replaced by ***."""
+        password = self.url.password
+        if password:
+            for form in {str(password), quote(str(password), safe=""), quote_plus(str(password))}:
+                text = text.replace(form, "***")
+        return text
+
+    def snapshot_options(self) -> dict[str, Any]:
+        """SQLAlchemy execution options that make one connection's reads a consistent snapshot (none here)."""
+        return {}
 
     # --- statements ----------------------------------------------------------------------------------
     def select_rows(self) -> sa.Select[Any]:
@@ -126,14 +159,66 @@ class SqlSource:
             stmt = stmt.where(self.table().c[self.spec.modified_column] > sa.bindparam("since"))
         return stmt.order_by(key).limit(limit)
 
-    # --- reading -------------------------------------------------------------------------------------
-    def _frame(self, stmt: sa.Executable, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    # --- sessions ------------------------------------------------------------------------------------
+    def connect(self) -> Any:
+        """A new session (here a SQLAlchemy connection); raises a translated error."""
         try:
-            with self.engine.connect() as conn:
-                result = conn.execute(stmt, params or {})
-                return pd.DataFrame.from_records(result.fetchall(), columns=list(result.keys()))
+            connection = self.engine.connect()
+            return connection.execution_options(**self.snapshot_options()) if self._in_snapshot else connection
         except sa.exc.DBAPIError as exc:
             raise self.translate(exc) from None
+
+    def run(self, session: Any, stmt: sa.Executable, params: dict[str, Any]) -> pd.DataFrame:
+        """Execute `stmt` on `session` and return all its rows; raises a translated error."""
+        try:
+            result = session.execute(stmt, params)
+            frame = pd.DataFrame.from_records(result.fetchall(), columns=list(result.keys()))
+            if not self._in_snapshot:
+                session.rollback()  # end the implicit transaction: never sit idle inside one
+            return frame
+        except sa.exc.DBAPIError as exc:
+            raise self.translate(exc) from None
+
+    def disconnect(self, session: Any) -> None:
+        """Close `session`, ignoring errors (it may be the one that just failed)."""
+        try:
+            session.close()
+        except Exception:  # noqa: S110 - a broken connection may fail to close; it is dropped either way
+            pass
+
+    def _drop_session(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            self.disconnect(session)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Run the enclosed reads on one session in the backend's snapshot (a new one after a reconnect)."""
+        self._drop_session()
+        self._in_snapshot = True
+        try:
+            yield
+        finally:
+            self._in_snapshot = False
+            self._drop_session()
+
+    def _frame(self, stmt: sa.Executable, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Rows of `stmt`, retrying transient failures on a new session with exponential backoff."""
+        spec = self.spec
+        attempt = 0
+        while True:
+            try:
+                if self._session is None:
+                    self._session = self.connect()
+                return self.run(self._session, stmt, params or {})
+            except TransientSourceError as exc:
+                self._drop_session()
+                if attempt >= spec.max_retries:
+                    raise TransientSourceError(f"{exc} (gave up after {attempt} retries)") from None
+                delay = spec.retry_backoff_seconds * 2**attempt
+                attempt += 1
+                log.warning("%s; retry %d of %d in %.1f s", exc, attempt, spec.max_retries, delay)
+                time.sleep(delay)
 
     def batches(self, modified_since: datetime | None = None) -> Iterator[pd.DataFrame]:
         base = {"since": modified_since} if modified_since is not None else {}
@@ -144,19 +229,22 @@ class SqlSource:
             return self._frame(self.page_statement(modified_since, True, limit), {**base, "last": last})
 
         def fetch_equal(key: Any) -> pd.DataFrame:
-            stmt = self.select_rows().where(self.table().c[self.spec.key_column] == sa.bindparam("key"))
+            column = self.key_expression(self.table().c[self.spec.key_column])
+            stmt = self.select_rows().where(column == sa.bindparam("key"))
             return self._frame(stmt, {"key": key})
 
-        yield from paginate(fetch_after, fetch_equal, self.spec.batch_size)
-        nulls = self.select_rows().where(self.table().c[self.spec.key_column].is_(None))
-        if modified_since is not None:
-            nulls = nulls.where(self.table().c[self.spec.modified_column] > modified_since)
-        null_rows = self._frame(nulls)
-        if len(null_rows):
-            yield null_rows
+        self.table()  # check the catalog before any snapshot starts
+        with self.snapshot():
+            yield from paginate(fetch_after, fetch_equal, self.spec.batch_size)
+            nulls = self.select_rows().where(self.table().c[self.spec.key_column].is_(None))
+            if modified_since is not None:
+                nulls = nulls.where(self.table().c[self.spec.modified_column] > sa.bindparam("since"))
+            null_rows = self._frame(nulls, base)
+            if len(null_rows):
+                yield null_rows
 
     def rows_for_keys(self, keys: Sequence[Any]) -> Iterator[pd.DataFrame]:
-        key = self.table().c[self.spec.key_column]
+        key = self.key_expression(self.table().c[self.spec.key_column])
         stmt = self.select_rows().where(key.in_(sa.bindparam("keys", expanding=True))).order_by(key)
         pending: list[pd.DataFrame] = []
         size = 0
@@ -194,6 +282,7 @@ class SqlSource:
         return int(self._frame(stmt).iloc[0, 0])
 
     def close(self) -> None:
+        self._drop_session()
         self.engine.dispose()
 
 
