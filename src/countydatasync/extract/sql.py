@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus
 
 import pandas as pd
@@ -37,6 +38,7 @@ from countydatasync.extract.base import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Variables per IN (...) list: below every supported database's limit (SQL Server allows 2100).
 KEYS_PER_QUERY = 1000
@@ -49,16 +51,31 @@ class SqlSource:
         self.spec = spec
         self.url = url
         self.description = f"{url.render_as_string(hide_password=True)} table {spec.table}"
-        self.engine: Engine = sa.create_engine(url, **engine_options)
+        self._engine_options = engine_options
+        self._engine: Engine | None = None
+        self.catalog_types: dict[str, Any] = {}
+        """Column name -> SQLAlchemy type as reflected (NullType where the dialect does not know it)."""
         self._table: sa.Table | None = None
         self._session: Any = None
         self._in_snapshot = False
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, created on first use (so statements compile without the driver)."""
+        if self._engine is None:
+            self._engine = sa.create_engine(self.url, **self._engine_options)
+        return self._engine
+
+    @property
+    def dialect(self) -> sa.Dialect:
+        """The SQL dialect statements are compiled for; needs no driver installed."""
+        return self._engine.dialect if self._engine is not None else self.url.get_dialect()()
 
     # --- catalog -------------------------------------------------------------------------------------
     def table(self) -> sa.Table:
         """The source table as reflected from the catalog, checked against the settings (once)."""
         if self._table is None:
-            self._table = self._reflect()
+            self._table = self.retrying(self._reflect)
         return self._table
 
     def _reflect(self) -> sa.Table:
@@ -70,12 +87,15 @@ class SqlSource:
             if spec.table not in names:
                 where = f" in schema {spec.db_schema}" if spec.db_schema else ""
                 raise SchemaError(f"source table {spec.table!r} not found{where} at {self.description}")
-            columns = {c["name"]: c for c in inspector.get_columns(spec.table, schema=spec.db_schema)}
+            with warnings.catch_warnings():  # spatial types are unknown to SQLAlchemy: reflected as NullType
+                warnings.simplefilter("ignore", sa.exc.SAWarning)
+                columns = {c["name"]: c for c in inspector.get_columns(spec.table, schema=spec.db_schema)}
         except sa.exc.DBAPIError as exc:
             raise self.translate(exc) from None
         wanted = [spec.key_column, spec.geometry_column, *spec.attribute_columns]
         if spec.modified_column:
             wanted.append(spec.modified_column)
+        self.catalog_types = {name: info["type"] for name, info in columns.items()}
         missing = [c for c in dict.fromkeys(wanted) if c not in columns]
         if missing:
             raise SchemaError(
@@ -95,7 +115,7 @@ class SqlSource:
         """SELECT expression for the geometry; WKB and WKT columns are read as stored."""
         if self.spec.geometry_encoding == "native":
             raise SchemaError(
-                f"geometry_encoding 'native' is not supported for {self.engine.dialect.name} sources; "
+                f"geometry_encoding 'native' is not supported for {self.url.get_backend_name()} sources; "
                 "store WKB or WKT, or use a PostgreSQL or SQL Server source"
             )
         return column
@@ -121,10 +141,11 @@ class SqlSource:
         return self.redact(f"{doing} {self.description}: {type(exc).__name__}: {_first_line(exc)}")
 
     def redact(self, text: str) -> str:
-        """`text` with the password (as given and as URL-encoded) replaced by ***."""
-        password = self.url.password
+        """`text` with the password (as given, URL-encoded, or ODBC-braced) replaced by ***."""
+        password = str(self.url.password or "")
         if password:
-            for form in {str(password), quote(str(password), safe=""), quote_plus(str(password))}:
+            forms = {password, quote(password, safe=""), quote_plus(password), password.replace("}", "}}")}
+            for form in sorted(forms, key=len, reverse=True):
                 text = text.replace(form, "***")
         return text
 
@@ -172,12 +193,16 @@ class SqlSource:
         """Execute `stmt` on `session` and return all its rows; raises a translated error."""
         try:
             result = session.execute(stmt, params)
-            frame = pd.DataFrame.from_records(result.fetchall(), columns=list(result.keys()))
+            frame = self.frame_from_rows(result.fetchall(), list(result.keys()))
             if not self._in_snapshot:
                 session.rollback()  # end the implicit transaction: never sit idle inside one
             return frame
         except sa.exc.DBAPIError as exc:
             raise self.translate(exc) from None
+
+    def frame_from_rows(self, rows: Sequence[Sequence[Any]], columns: list[str]) -> pd.DataFrame:
+        """A raw batch from driver rows; values stay as the driver returned them (the transform types them)."""
+        return pd.DataFrame.from_records(rows, columns=columns)
 
     def disconnect(self, session: Any) -> None:
         """Close `session`, ignoring errors (it may be the one that just failed)."""
@@ -203,21 +228,30 @@ class SqlSource:
             self._drop_session()
 
     def _frame(self, stmt: sa.Executable, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        """Rows of `stmt`, retrying transient failures on a new session with exponential backoff."""
+        """Rows of `stmt`, on the current session (opened when needed), retried as `retrying` says."""
+
+        def attempt() -> pd.DataFrame:
+            if self._session is None:
+                self._session = self.connect()
+            return self.run(self._session, stmt, params or {})
+
+        return self.retrying(attempt)
+
+    def retrying(self, call: Callable[[], T]) -> T:
+        """`call()`, tried again after each TransientSourceError on a new session: up to `max_retries`
+        more times, waiting `retry_backoff_seconds`, then twice that, and so on."""
         spec = self.spec
-        attempt = 0
+        tries = 0
         while True:
             try:
-                if self._session is None:
-                    self._session = self.connect()
-                return self.run(self._session, stmt, params or {})
+                return call()
             except TransientSourceError as exc:
                 self._drop_session()
-                if attempt >= spec.max_retries:
-                    raise TransientSourceError(f"{exc} (gave up after {attempt} retries)") from None
-                delay = spec.retry_backoff_seconds * 2**attempt
-                attempt += 1
-                log.warning("%s; retry %d of %d in %.1f s", exc, attempt, spec.max_retries, delay)
+                if tries >= spec.max_retries:
+                    raise TransientSourceError(f"{exc} (gave up after {tries} retries)") from None
+                delay = spec.retry_backoff_seconds * 2**tries
+                tries += 1
+                log.warning("%s; retry %d of %d in %.1f s", exc, tries, spec.max_retries, delay)
                 time.sleep(delay)
 
     def batches(self, modified_since: datetime | None = None) -> Iterator[pd.DataFrame]:
@@ -283,7 +317,8 @@ class SqlSource:
 
     def close(self) -> None:
         self._drop_session()
-        self.engine.dispose()
+        if self._engine is not None:
+            self._engine.dispose()
 
 
 def _first_line(exc: BaseException) -> str:
