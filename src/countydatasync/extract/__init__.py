@@ -17,7 +17,7 @@ from countydatasync.settings import Settings
 # URL scheme (before any "+driver") -> "module:class". Imported lazily so a driver is needed only when used.
 BACKENDS: dict[str, str] = {
     "sqlite": "countydatasync.extract.sqlite:SqliteSource",
-    # Both spellings libpq accepts; any driver named in the URL (postgresql://, +psycopg) reads with psycopg 3.
+    # Both spellings libpq accepts; any driver in the URL (postgresql://, +psycopg) means psycopg 3.
     "postgresql": "countydatasync.extract.postgres:PostgresSource",
     "postgres": "countydatasync.extract.postgres:PostgresSource",
     "mssql": "countydatasync.extract.mssql:MssqlSource",

@@ -81,7 +81,7 @@ def sql_server_error(exc: BaseException) -> tuple[str | None, int | None]:
     """SQLSTATE and SQL Server error number of a pyodbc error (`args[0]` is the SQLSTATE; the number is
     the last parenthesised integer of the message, e.g. '... deadlocked ... (1205) (SQLExecDirectW)')."""
     original = getattr(exc, "orig", None) or exc
-    args = getattr(original, "args", ())
+    args: tuple[Any, ...] = tuple(getattr(original, "args", ()))
     sqlstate = args[0] if args and isinstance(args[0], str) and len(args[0]) == 5 else None
     numbers = re.findall(r"\((\d{3,6})\)", str(args[1] if len(args) > 1 else original))
     return sqlstate, int(numbers[-1]) if numbers else None
@@ -111,7 +111,7 @@ class MssqlSource(SqlSource):
         # Without pyodbc loaded the dialect cannot ask it for its paramstyle; pyodbc's is qmark.
         if self._engine is not None:
             return self._engine.dialect
-        return self.url.get_dialect()(paramstyle="qmark")
+        return self.url.get_dialect()(paramstyle="qmark")  # type: ignore[call-arg]
 
     # --- dialect hooks ---------------------------------------------------------------------------------
     def geometry_expression(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
@@ -120,7 +120,9 @@ class MssqlSource(SqlSource):
         return column
 
     def srid_expression(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any] | None:
-        return MethodCall(column, ("STSrid",), sa.Integer()) if self.spec.geometry_encoding == "native" else None
+        if self.spec.geometry_encoding != "native":
+            return None
+        return MethodCall(column, ("STSrid",), sa.Integer())
 
     def key_expression(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         key_type = self.catalog_types.get(self.spec.key_column)
@@ -136,14 +138,19 @@ class MssqlSource(SqlSource):
                     self._snapshot_allowed = conn.execute(query).scalar() == 1
             except sa.exc.DBAPIError as exc:
                 raise self.translate(exc) from None
-            log.info("%s: extraction isolation %s", self.description,
-                     "SNAPSHOT" if self._snapshot_allowed else "READ COMMITTED (key-range guarantee)")
+            log.info(
+                "%s: extraction isolation %s",
+                self.description,
+                "SNAPSHOT" if self._snapshot_allowed else "READ COMMITTED (key-range guarantee)",
+            )
         return {"isolation_level": "SNAPSHOT"} if self._snapshot_allowed else {}
 
     def translate(self, exc: BaseException) -> SourceError:
         sqlstate, number = sql_server_error(exc)
-        if sqlstate in TRANSIENT_SQLSTATES or number in TRANSIENT_ERRORS or (
-            sqlstate is None and getattr(exc, "connection_invalidated", False)
+        if (
+            sqlstate in TRANSIENT_SQLSTATES
+            or number in TRANSIENT_ERRORS
+            or (sqlstate is None and getattr(exc, "connection_invalidated", False))
         ):
             return TransientSourceError(self.message(exc, "lost or could not reach"))
         hint = PERMANENT_HINTS.get(sqlstate or "")

@@ -42,8 +42,19 @@ log = logging.getLogger(__name__)
 TRANSIENT_CLASSES = ("08", "53")
 TRANSIENT_CODES = {"40001", "40P01", "57P01", "57P02", "57P03", "57014", "55P03"}
 # A failed connection attempt carries no SQLSTATE; the server's FATAL text tells refusals from outages.
-REFUSED_LOGIN = ("authentication failed", "does not exist", "pg_hba.conf", "permission denied",
-                 "not permitted to log in", "no password supplied")
+REFUSED_LOGIN = (
+    "authentication failed",
+    "does not exist",
+    "pg_hba.conf",
+    "permission denied",
+    "not permitted to log in",
+    "no password supplied",
+)
+
+HINTS = {
+    "42501": " (grant SELECT on the table to this login)",
+    "42883": " (is PostGIS installed and the column a geometry? if not, set geometry_encoding to wkb or wkt)",
+}
 
 ARROW_TEXT = pd.StringDtype("pyarrow")
 
@@ -86,9 +97,7 @@ class PostgresSource(SqlSource):
         sqlstate = getattr(original, "sqlstate", None)
         if is_transient(sqlstate, str(original)):
             return TransientSourceError(self.message(exc, "lost or could not reach"))
-        hint = {"42501": " (grant SELECT on the table to this login)", "42883": " (is PostGIS installed, "
-                "and is the column a geometry? set geometry_encoding to wkb or wkt otherwise)"}.get(sqlstate or "", "")
-        return PermanentSourceError(self.message(exc) + hint)
+        return PermanentSourceError(self.message(exc) + HINTS.get(sqlstate or "", ""))
 
     # --- sessions: ADBC ---------------------------------------------------------------------------------
     def connect(self) -> Any:
@@ -101,8 +110,9 @@ class PostgresSource(SqlSource):
             self.run(session, sa.text("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"), {}, results=False)
         return session
 
-    def run(self, session: Any, stmt: sa.Executable, params: dict[str, Any], results: bool = True
-            ) -> pd.DataFrame:
+    def run(
+        self, session: Any, stmt: sa.Executable, params: dict[str, Any], results: bool = True
+    ) -> pd.DataFrame:
         if isinstance(params.get("since"), str):
             params = {**params, "since": datetime.fromisoformat(params["since"])}
         expanded = stmt.compile(dialect=self.adbc_dialect).construct_expanded_state(params)  # type: ignore[attr-defined]

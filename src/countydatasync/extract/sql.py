@@ -18,7 +18,7 @@ import logging
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus
@@ -185,7 +185,9 @@ class SqlSource:
         """A new session (here a SQLAlchemy connection); raises a translated error."""
         try:
             connection = self.engine.connect()
-            return connection.execution_options(**self.snapshot_options()) if self._in_snapshot else connection
+            if self._in_snapshot:
+                connection = connection.execution_options(**self.snapshot_options())
+            return connection
         except sa.exc.DBAPIError as exc:
             raise self.translate(exc) from None
 
@@ -201,15 +203,13 @@ class SqlSource:
             raise self.translate(exc) from None
 
     def frame_from_rows(self, rows: Sequence[Sequence[Any]], columns: list[str]) -> pd.DataFrame:
-        """A raw batch from driver rows; values stay as the driver returned them (the transform types them)."""
+        """A raw batch from driver rows; values stay as the driver returned them (the transform types)."""
         return pd.DataFrame.from_records(rows, columns=columns)
 
     def disconnect(self, session: Any) -> None:
         """Close `session`, ignoring errors (it may be the one that just failed)."""
-        try:
+        with suppress(Exception):  # a broken connection may fail to close; it is dropped either way
             session.close()
-        except Exception:  # noqa: S110 - a broken connection may fail to close; it is dropped either way
-            pass
 
     def _drop_session(self) -> None:
         if self._session is not None:

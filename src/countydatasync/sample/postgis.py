@@ -22,14 +22,34 @@ from countydatasync.sample.county import SAMPLE_SRID, SAMPLE_TABLE, SampleCounty
 
 log = logging.getLogger(__name__)
 
+DEFAULT_COUNTY = SampleCounty()
+
 # Source column -> PostgreSQL type; `Shape` is the geometry column.
 PG_COLUMNS: dict[str, str] = {
-    "PIN": "text", "OwnerName": "text", "OwnerMailAddress": "text", "SitusAddress": "text",
-    "SitusCity": "text", "SitusZip": "text", "LandUseCode": "text", "LandUseDesc": "text", "Zoning": "text",
-    "Neighborhood": "text", "TaxDistrict": "text", "SchoolDistrict": "text", "Subdivision": "text",
-    "Acres": "double precision", "LandValue": "numeric(14,2)", "ImprValue": "numeric(14,2)",
-    "TotalValue": "numeric(14,2)", "YearBuilt": "integer", "BldgSqFt": "integer", "LastSaleDate": "date",
-    "LastSalePrice": "numeric(14,2)", "LegalDesc": "text", "ExemptionCode": "text", "TaxYear": "integer",
+    "PIN": "text",
+    "OwnerName": "text",
+    "OwnerMailAddress": "text",
+    "SitusAddress": "text",
+    "SitusCity": "text",
+    "SitusZip": "text",
+    "LandUseCode": "text",
+    "LandUseDesc": "text",
+    "Zoning": "text",
+    "Neighborhood": "text",
+    "TaxDistrict": "text",
+    "SchoolDistrict": "text",
+    "Subdivision": "text",
+    "Acres": "double precision",
+    "LandValue": "numeric(14,2)",
+    "ImprValue": "numeric(14,2)",
+    "TotalValue": "numeric(14,2)",
+    "YearBuilt": "integer",
+    "BldgSqFt": "integer",
+    "LastSaleDate": "date",
+    "LastSalePrice": "numeric(14,2)",
+    "LegalDesc": "text",
+    "ExemptionCode": "text",
+    "TaxYear": "integer",
     "LastModified": "timestamp",
 }
 
@@ -43,7 +63,8 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
         elif pg_type.startswith(("numeric", "double")):
             out[column] = pd.to_numeric(out[column], errors="coerce")
         elif pg_type == "date":
-            out[column] = pd.to_datetime(out[column], errors="coerce", format="%Y-%m-%d").dt.strftime("%Y-%m-%d")
+            dates = pd.to_datetime(out[column], errors="coerce", format="%Y-%m-%d")
+            out[column] = dates.dt.strftime("%Y-%m-%d")
     shapes = out["Shape"].to_numpy(dtype=object)
     is_geom = np.fromiter((isinstance(v, shapely.Geometry) for v in shapes), bool, len(shapes))
     ewkb = np.full(len(shapes), None, dtype=object)
@@ -56,7 +77,7 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
 
 def load_sample_postgis(
     conninfo: str,
-    county: SampleCounty = SampleCounty(),
+    county: SampleCounty = DEFAULT_COUNTY,
     table: str = SAMPLE_TABLE,
     schema: str = "public",
     chunk: int = 100_000,
