@@ -35,9 +35,9 @@ def source_copy(sample_db: Path, tmp_path: Path) -> Path:
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     """Settings for a source file and a fresh staging folder under the test's tmp dir."""
 
-    def make(source: Path, **overrides: object) -> Settings:
+    def make(source_path: Path, **overrides: object) -> Settings:
         values: dict[str, object] = {
-            "source": {"url": f"sqlite:///{source}", "batch_size": 700},
+            "source": {"url": f"sqlite:///{source_path}", "batch_size": 700},
             "output": {"directory": tmp_path / "staging"},
         }
         for section, fields in overrides.items():
@@ -71,6 +71,12 @@ def validate_gpkg() -> Callable[[Path], None]:
         assert done.returncode == 0, f"validate_gpkg rejected {path}:\n{done.stdout}\n{done.stderr}"
 
     return check
+
+
+from hypothesis import Phase, settings as hypothesis_settings  # noqa: E402
+
+# `pytest --hypothesis-profile=fast-fail` reports the first failing example without shrinking it.
+hypothesis_settings.register_profile("fast-fail", phases=[Phase.explicit, Phase.reuse, Phase.generate])
 
 
 # --- PostgreSQL / PostGIS (CDS_TEST_PG_URL; scripts/setup_postgres.sh makes the server ready) ---------------

@@ -21,6 +21,7 @@ RAW_KEY = "__key"
 RAW_GEOM = "__geom"
 RAW_SRID = "__srid"
 RAW_MODIFIED = "__modified"
+KEY_COPIES = "__copies"
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,9 @@ class Source(Protocol):
         """The rows whose key is one of `keys`, in batches."""
         ...
 
-    def all_keys(self) -> Iterator[pd.Series]:
-        """Every non-null key, in batches: the key set that deletes are reconciled against."""
+    def all_keys(self) -> Iterator[pd.DataFrame]:
+        """Every non-null key once, with how many rows carry it (`RAW_KEY`, `KEY_COPIES`), in batches: the
+        key set that deletes and duplicates are reconciled against."""
         ...
 
     def count_rows(self, modified_since: datetime | None = None) -> int:

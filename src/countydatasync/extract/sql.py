@@ -33,6 +33,7 @@ from countydatasync.extract.base import (
     RAW_KEY,
     RAW_MODIFIED,
     RAW_SRID,
+    KEY_COPIES,
     SourceSpec,
     paginate,
 )
@@ -292,21 +293,26 @@ class SqlSource:
         if size:
             yield pd.concat(pending, ignore_index=True)
 
-    def all_keys(self) -> Iterator[pd.Series]:
+    def all_keys(self) -> Iterator[pd.DataFrame]:
         key = self.key_expression(self.table().c[self.spec.key_column])
-        first = sa.select(key.label(RAW_KEY)).where(key.is_not(None)).order_by(key)
-        later = first.where(key > sa.bindparam("last"))
+        copies = sa.func.count().label(KEY_COPIES)
+        base = sa.select(self.key_output(key).label(RAW_KEY), copies).where(key.is_not(None))
         limit = max(self.spec.batch_size, 200_000)
         last: Any | None = None
         while True:
-            stmt = (first if last is None else later).limit(limit)
+            stmt = base if last is None else base.where(key > sa.bindparam("last"))
+            stmt = stmt.group_by(key).order_by(key).limit(limit)
             frame = self._frame(stmt, {} if last is None else {"last": last})
             if frame.empty:
                 return
-            yield frame[RAW_KEY]
+            yield frame
             if len(frame) < limit:
                 return
             last = frame[RAW_KEY].iloc[-1]
+
+    def key_output(self, key: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """The key as returned to Python (a backend may cast it, e.g. to text)."""
+        return key
 
     def count_rows(self, modified_since: datetime | None = None) -> int:
         """How many rows `batches` will yield (for progress bars; the source may change meanwhile)."""

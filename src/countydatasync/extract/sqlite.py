@@ -46,6 +46,9 @@ class SqliteSource(SqlSource):
         # Text in a WKB column becomes its bytes, which the transform reports as unparseable.
         return sa.case((sa.func.typeof(column).in_(["blob", "null"]), column), else_=sa.cast(column, sa.LargeBinary))
 
+    def key_output(self, key: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        return sa.cast(key, sa.Text)
+
     def select_rows(self) -> sa.Select[Any]:
         stmt = super().select_rows()
         columns = [c if c.name == RAW_GEOM else sa.cast(c, sa.Text).label(c.name) for c in stmt.selected_columns]

@@ -21,6 +21,7 @@ from countydatasync.load.rtree import RtreeBulkLoader
 from countydatasync.load.transaction import GEO, STATS, WORKING
 from countydatasync.settings import Settings
 from countydatasync.transform import Reason, TransformedBatch, TransformPlan
+from countydatasync.extract.base import KEY_COPIES, RAW_KEY
 from countydatasync.transform.batch import normalize_keys
 
 
@@ -88,8 +89,6 @@ class Publisher:
         prev = pd.DataFrame(columns=["attr_hash", "geom_hash", "sync_status", "in_geo"])
         if not self.initial and touched:
             prev = working.previous_versions(self.con, WORKING, self.key, touched)
-        before = {} if self.recompute or prev.empty else stats.contributions(
-            self.con, WORKING, self.key, prev.index, self.dimensions, self.measures)
 
         exists = parcels[self.key].isin(prev.index).to_numpy()
         old = prev.reindex(parcels[self.key])
@@ -105,6 +104,11 @@ class Publisher:
         self.counts["updated"] += int((had_content & ~same).sum())
 
         rows = parcels.assign(_attr=attr_hash, _geom=geom_hash)
+        # What the parcels about to be rewritten or rejected counted for until now.
+        replaced = parcels[self.key][write & exists].tolist() + error_keys["key"][
+            error_keys["key"].isin(prev.index)].tolist()
+        before = {} if self.recompute or not replaced else stats.contributions(
+            self.con, WORKING, self.key, replaced, self.dimensions, self.measures)
         self._log_changes(rows[had_content & ~same], old[had_content & ~same])
         if not self.initial:  # a first load logs no per-parcel inserts: the run history has the count
             self.con.executemany(
@@ -269,23 +273,27 @@ class Publisher:
         )
 
     # --- after the last batch ------------------------------------------------------------------------
-    def load_source_keys(self, chunks: Iterable[pd.Series]) -> None:
-        """Keep the source's full key set (normalized key -> key as stored) for delete reconciliation."""
-        self.con.execute(f"CREATE TEMP TABLE IF NOT EXISTS source_keys ({q(self.key)} TEXT PRIMARY KEY, raw)")
+    def load_source_keys(self, chunks: Iterable[pd.DataFrame]) -> None:
+        """Keep the source's full key set (normalized key, key as stored, rows carrying it) for delete and
+        duplicate reconciliation."""
+        self.con.execute(f"CREATE TEMP TABLE IF NOT EXISTS source_keys ({q(self.key)} TEXT, raw, copies INTEGER)")
+        self.con.execute(f"CREATE INDEX IF NOT EXISTS temp.ix_source_keys ON source_keys ({q(self.key)})")
         self.con.execute("DELETE FROM temp.source_keys")
-        for raw in chunks:
-            norm = normalize_keys(raw)
-            self.con.executemany("INSERT OR IGNORE INTO temp.source_keys VALUES (?, ?)",
-                                 zip(norm.tolist(), raw.tolist(), strict=True))
+        for chunk in chunks:
+            raw = chunk[RAW_KEY]
+            self.con.executemany("INSERT INTO temp.source_keys VALUES (?, ?, ?)",
+                                 zip(normalize_keys(raw).tolist(), raw.tolist(), chunk[KEY_COPIES].tolist(), strict=True))
 
     def keys_to_recheck(self) -> list[object]:
-        """Source keys this run has not read yet that need reading: parcels the staging DBs lack, and those
-        in error or pending (their fix may not have touched the modified timestamp)."""
+        """Source keys to read again in full: parcels the staging DBs lack and those in error or pending (their
+        fix may not have touched the modified timestamp) unless this run read them already, and every key
+        carried by more than one row (a second copy may keep an old timestamp)."""
         k = q(self.key)
         rows = self.con.execute(
-            f"SELECT raw FROM temp.source_keys s WHERE s.{k} NOT IN (SELECT {k} FROM temp.seen) AND ("
+            f"SELECT raw FROM temp.source_keys s WHERE (s.{k} NOT IN (SELECT {k} FROM temp.seen) AND ("
             f"s.{k} NOT IN (SELECT {k} FROM {WORKING}.parcels) OR s.{k} IN (SELECT {k} FROM {WORKING}.parcels "
-            "WHERE sync_status != 'synced'))"
+            f"WHERE sync_status != 'synced'))) OR s.{k} IN (SELECT {k} FROM temp.source_keys GROUP BY {k} "
+            "HAVING sum(copies) > 1)"
         ).fetchall()
         return [r[0] for r in rows]
 
