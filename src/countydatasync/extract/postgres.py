@@ -92,12 +92,22 @@ class PostgresSource(SqlSource):
     def srid_expression(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any] | None:
         return sa.func.ST_SRID(column) if self.spec.geometry_encoding == "native" else None
 
+    def key_parameter(self, parameter: sa.BindParameter[Any]) -> sa.ColumnElement[Any]:
+        # ADBC returns NUMERIC keys as text and binds Python str as text; PostgreSQL has no numeric > text.
+        key_type = self.catalog_types.get(self.spec.key_column)
+        if key_type is None or isinstance(key_type, sa.types.NullType):
+            return parameter
+        return sa.cast(parameter, key_type)
+
     def translate(self, exc: BaseException) -> SourceError:
         original = getattr(exc, "orig", None) or exc
         sqlstate = getattr(original, "sqlstate", None)
         if is_transient(sqlstate, str(original)):
             return TransientSourceError(self.message(exc, "lost or could not reach"))
-        return PermanentSourceError(self.message(exc) + HINTS.get(sqlstate or "", ""))
+        hint = HINTS.get(sqlstate or "", "")
+        if sqlstate == "42883" and "st_" not in str(original).lower():
+            hint = ""
+        return PermanentSourceError(self.message(exc) + hint)
 
     # --- sessions: ADBC ---------------------------------------------------------------------------------
     def connect(self) -> Any:

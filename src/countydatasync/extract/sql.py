@@ -129,6 +129,11 @@ class SqlSource:
         """The key as compared and ordered by (a backend may pin a binary collation here)."""
         return column
 
+    def key_parameter(self, parameter: sa.BindParameter[Any]) -> sa.ColumnElement[Any]:
+        """A key value bound for comparison with the key column (a backend may cast it to the column's
+        type, for drivers that bind keys read back as text)."""
+        return parameter
+
     def translate(self, exc: BaseException) -> SourceError:
         """Map a driver error to the package's error tree, without the URL's secrets. Backends classify
         their driver's codes; this default treats a connection SQLAlchemy saw drop as transient and
@@ -176,7 +181,7 @@ class SqlSource:
         key = self.key_expression(self.table().c[self.spec.key_column])
         stmt = self.select_rows().where(key.is_not(None))
         if after:
-            stmt = stmt.where(key > sa.bindparam("last"))
+            stmt = stmt.where(key > self.key_parameter(sa.bindparam("last")))
         if modified_since is not None:
             stmt = stmt.where(self.table().c[self.spec.modified_column] > sa.bindparam("since"))
         return stmt.order_by(key).limit(limit)
@@ -265,7 +270,7 @@ class SqlSource:
 
         def fetch_equal(key: Any) -> pd.DataFrame:
             column = self.key_expression(self.table().c[self.spec.key_column])
-            stmt = self.select_rows().where(column == sa.bindparam("key"))
+            stmt = self.select_rows().where(column == self.key_parameter(sa.bindparam("key")))
             return self._frame(stmt, {"key": key})
 
         self.table()  # check the catalog before any snapshot starts
@@ -278,13 +283,17 @@ class SqlSource:
             if len(null_rows):
                 yield null_rows
 
-    def rows_for_keys(self, keys: Sequence[Any]) -> Iterator[pd.DataFrame]:
+    def keys_statement(self, keys: Sequence[Any]) -> sa.Select[Any]:
+        """Rows whose key is one of `keys` (each a bound parameter), in key order."""
         key = self.key_expression(self.table().c[self.spec.key_column])
-        stmt = self.select_rows().where(key.in_(sa.bindparam("keys", expanding=True))).order_by(key)
+        values = [self.key_parameter(sa.bindparam(f"k{i}", value)) for i, value in enumerate(keys)]
+        return self.select_rows().where(key.in_(values)).order_by(key)
+
+    def rows_for_keys(self, keys: Sequence[Any]) -> Iterator[pd.DataFrame]:
         pending: list[pd.DataFrame] = []
         size = 0
         for start in range(0, len(keys), KEYS_PER_QUERY):
-            frame = self._frame(stmt, {"keys": list(keys[start : start + KEYS_PER_QUERY])})
+            frame = self._frame(self.keys_statement(keys[start : start + KEYS_PER_QUERY]))
             pending.append(frame)
             size += len(frame)
             if size >= self.spec.batch_size:
@@ -300,7 +309,7 @@ class SqlSource:
         limit = max(self.spec.batch_size, 200_000)
         last: Any | None = None
         while True:
-            stmt = base if last is None else base.where(key > sa.bindparam("last"))
+            stmt = base if last is None else base.where(key > self.key_parameter(sa.bindparam("last")))
             stmt = stmt.group_by(key).order_by(key).limit(limit)
             frame = self._frame(stmt, {} if last is None else {"last": last})
             if frame.empty:
