@@ -1,6 +1,6 @@
 """Benchmark: extracting sample parcels from PostGIS, by driver, against GDAL's ogr2ogr, in one run.
 
-    CDS_BENCH_PG=postgresql://postgres@127.0.0.1:5432/cds_test .venv/bin/python bench/extract_postgres.py 100000
+    CDS_BENCH_PG=postgresql://postgres@127.0.0.1/cds_test .venv/bin/python bench/extract_postgres.py 100000
 
 For each size it loads (or reuses) the sample county into PostGIS table bench.parcels_<n> (native geometry,
 SRID 2927), then measures, each in its own process:
@@ -52,12 +52,13 @@ class PsycopgRows(PostgresSource):
 
 url, schema, table, driver = sys.argv[1:5]
 settings = Settings(source={"url": url, "db_schema": schema, "table": table, "geometry_encoding": "native",
-                            "batch_size": %d})
-source = (PsycopgRows if driver == "psycopg" else PostgresSource)(make_url(url), SourceSpec.from_settings(settings))
+                            "batch_size": BATCH})
+backend = PsycopgRows if driver == "psycopg" else PostgresSource
+source = backend(make_url(url), SourceSpec.from_settings(settings))
 start = time.perf_counter()
 rows = sum(len(frame) for frame in source.batches())
 print(rows, time.perf_counter() - start)
-""" % BATCH
+""".replace("BATCH", str(BATCH))
 
 SYNC = """
 import sys
@@ -65,11 +66,12 @@ from countydatasync.settings import Settings
 from countydatasync.sync import run_sync
 if __name__ == "__main__":
     url, schema, table, staging = sys.argv[1:5]
-    settings = Settings(source={"url": url, "db_schema": schema, "table": table, "geometry_encoding": "native",
-                                "batch_size": %d}, output={"directory": staging})
+    source = {"url": url, "db_schema": schema, "table": table, "geometry_encoding": "native",
+              "batch_size": BATCH}
+    settings = Settings(source=source, output={"directory": staging})
     result = run_sync(settings)
     print(result.extracted, result.inserted, result.rejected)
-""" % BATCH
+""".replace("BATCH", str(BATCH))
 
 
 def measure(command: list[str]) -> tuple[float, float, str]:
@@ -103,7 +105,9 @@ def ensure_table(conninfo: str, parcels: int) -> str:
                 return table
     start = time.perf_counter()
     load_sample_postgis(conninfo, SampleCounty(parcels=parcels), table=table, schema=SCHEMA)
-    print(f"loaded {parcels:,} parcels into {SCHEMA}.{table} in {time.perf_counter() - start:.1f} s", flush=True)
+    print(
+        f"loaded {parcels:,} parcels into {SCHEMA}.{table} in {time.perf_counter() - start:.1f} s", flush=True
+    )
     return table
 
 
@@ -120,35 +124,58 @@ def bench(url: str, parcels: int, work: Path) -> dict[str, object]:
         rows, seconds = out.split()
         assert int(rows) == parcels, f"{driver} read {rows} rows, expected {parcels}"
         row[f"{driver}_s"], row[f"{driver}_rss_mib"] = float(seconds), rss
-    sync_s, sync_rss, sync_out = measure([sys.executable, str(sync_script), url, SCHEMA, table,
-                                          str(work / "staging")])
+    sync_s, sync_rss, sync_out = measure(
+        [sys.executable, str(sync_script), url, SCHEMA, table, str(work / "staging")]
+    )
     row.update(sync_s=sync_s, sync_rss_mib=sync_rss, sync_run=sync_out.strip())
     u = make_url(url)
     pg = f"PG:host={u.host or '127.0.0.1'} port={u.port or 5432} user={u.username} dbname={u.database}"
-    ref_s, ref_rss, _ = measure(["ogr2ogr", "-f", "GPKG", str(work / "ogr2ogr.gpkg"), pg, f"{SCHEMA}.{table}",
-                                 "-nln", "parcels", "-nlt", "PROMOTE_TO_MULTI"])
+    ref_s, ref_rss, _ = measure(
+        [
+            "ogr2ogr",
+            "-f",
+            "GPKG",
+            str(work / "ogr2ogr.gpkg"),
+            pg,
+            f"{SCHEMA}.{table}",
+            "-nln",
+            "parcels",
+            "-nlt",
+            "PROMOTE_TO_MULTI",
+        ]
+    )
     row.update(ogr2ogr_s=ref_s, ogr2ogr_rss_mib=ref_rss)
     return row
 
 
 def main(sizes: list[int]) -> None:
-    url = os.environ.get("CDS_BENCH_PG") or os.environ.get("CDS_TEST_PG_URL") or \
-        "postgresql+psycopg://postgres@127.0.0.1:5432/cds_test"
+    url = (
+        os.environ.get("CDS_BENCH_PG")
+        or os.environ.get("CDS_TEST_PG_URL")
+        or "postgresql+psycopg://postgres@127.0.0.1:5432/cds_test"
+    )
     (ROOT / "results").mkdir(exist_ok=True)
     rows = []
     for parcels in sizes:
         with tempfile.TemporaryDirectory(dir=ROOT / "results") as tmp:
             rows.append(bench(url, parcels, Path(tmp)))
-    print(f"{'parcels':>9} {'what':<18} {'seconds':>8} {'parcels/s':>10} {'peak RSS MiB':>13} {'vs ogr2ogr':>11}")
+    columns = ("parcels", "what", "seconds", "parcels/s", "peak RSS MiB", "vs ogr2ogr")
+    print("{:>9} {:<18} {:>8} {:>10} {:>13} {:>11}".format(*columns))
     for r in rows:
         n = int(r["parcels"])  # type: ignore[call-overload]
         ref = float(r["ogr2ogr_s"])  # type: ignore[arg-type]
-        for label, key in [("extract psycopg", "psycopg"), ("extract adbc", "adbc"), ("full sync", "sync"),
-                           ("ogr2ogr -> GPKG", "ogr2ogr")]:
+        for label, key in [
+            ("extract psycopg", "psycopg"),
+            ("extract adbc", "adbc"),
+            ("full sync", "sync"),
+            ("ogr2ogr -> GPKG", "ogr2ogr"),
+        ]:
             s, rss = float(r[f"{key}_s"]), float(r[f"{key}_rss_mib"])  # type: ignore[arg-type]
             print(f"{n:>9,} {label:<18} {s:>8.2f} {n / s:>10,.0f} {rss:>13.0f} {s / ref:>10.2f}x")
-        print(f"{'':>9} adbc is {float(r['psycopg_s']) / float(r['adbc_s']):.2f}x as fast as psycopg; "  # type: ignore[arg-type]
-              f"sync run: {r['sync_run']}")
+        print(
+            f"{'':>9} adbc is {float(r['psycopg_s']) / float(r['adbc_s']):.2f}x as fast as psycopg; "  # type: ignore[arg-type]
+            f"sync run: {r['sync_run']}"
+        )
     (ROOT / "results" / "extract_postgres.json").write_text(json.dumps(rows, indent=2))
 
 

@@ -351,10 +351,14 @@ def test_keys_of_any_common_type_page_without_gaps(
 ) -> None:
     keys = [5, 1, 3, 3, 2, 9, 7, 7, 7, 4, None]
     with psycopg.connect(pg_conninfo) as con:
-        con.execute(f'CREATE TABLE {pg_schema}."MasterParcels" ("PIN" {key_type}, "Shape" bytea, '
-                    '"LastModified" timestamptz, "OwnerName" text)')
+        con.execute(
+            f'CREATE TABLE {pg_schema}."MasterParcels" ("PIN" {key_type}, "Shape" bytea, '
+            '"LastModified" timestamptz, "OwnerName" text)'
+        )
         with con.cursor() as cur:
-            cur.executemany(f'INSERT INTO {pg_schema}."MasterParcels" ("PIN") VALUES (%s)', [(k,) for k in keys])
+            cur.executemany(
+                f'INSERT INTO {pg_schema}."MasterParcels" ("PIN") VALUES (%s)', [(k,) for k in keys]
+            )
     source = open_source(_settings(pg_url, pg_schema, batch_size=2, geometry_encoding="wkb"))
     got = [None if pd.isna(k) else int(k) for frame in source.batches() for k in frame[RAW_KEY]]
     assert got == [1, 2, 3, 3, 4, 5, 7, 7, 7, 9, None]

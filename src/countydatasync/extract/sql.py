@@ -27,13 +27,19 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
-from countydatasync.errors import PermanentSourceError, SchemaError, SourceError, TransientSourceError
+from countydatasync.errors import (
+    ConfigError,
+    PermanentSourceError,
+    SchemaError,
+    SourceError,
+    TransientSourceError,
+)
 from countydatasync.extract.base import (
+    KEY_COPIES,
     RAW_GEOM,
     RAW_KEY,
     RAW_MODIFIED,
     RAW_SRID,
-    KEY_COPIES,
     SourceSpec,
     paginate,
 )
@@ -159,6 +165,12 @@ class SqlSource:
         """SQLAlchemy execution options that make one connection's reads a consistent snapshot (none here)."""
         return {}
 
+    def modified_column(self) -> sa.ColumnElement[Any]:
+        """The configured modified column: reading rows modified since a time needs one."""
+        if not self.spec.modified_column:
+            raise ConfigError("reading changed rows needs source.modified_column; none is configured")
+        return self.table().c[self.spec.modified_column]
+
     # --- statements ----------------------------------------------------------------------------------
     def select_rows(self) -> sa.Select[Any]:
         """SELECT of every column a raw batch carries, in the raw-batch layout."""
@@ -183,7 +195,7 @@ class SqlSource:
         if after:
             stmt = stmt.where(key > self.key_parameter(sa.bindparam("last")))
         if modified_since is not None:
-            stmt = stmt.where(self.table().c[self.spec.modified_column] > sa.bindparam("since"))
+            stmt = stmt.where(self.modified_column() > sa.bindparam("since"))
         return stmt.order_by(key).limit(limit)
 
     # --- sessions ------------------------------------------------------------------------------------
@@ -278,7 +290,7 @@ class SqlSource:
             yield from paginate(fetch_after, fetch_equal, self.spec.batch_size)
             nulls = self.select_rows().where(self.table().c[self.spec.key_column].is_(None))
             if modified_since is not None:
-                nulls = nulls.where(self.table().c[self.spec.modified_column] > sa.bindparam("since"))
+                nulls = nulls.where(self.modified_column() > sa.bindparam("since"))
             null_rows = self._frame(nulls, base)
             if len(null_rows):
                 yield null_rows
@@ -327,7 +339,7 @@ class SqlSource:
         """How many rows `batches` will yield (for progress bars; the source may change meanwhile)."""
         stmt = sa.select(sa.func.count()).select_from(self.table())
         if modified_since is not None:
-            stmt = stmt.where(self.table().c[self.spec.modified_column] > modified_since)
+            stmt = stmt.where(self.modified_column() > modified_since)
         return int(self._frame(stmt).iloc[0, 0])
 
     def close(self) -> None:

@@ -61,7 +61,7 @@ class SqliteSource(SqlSource):
             raise PermanentSourceError(f"cannot open {self.description}: {str(exc).splitlines()[0]}") from None
 
     def run(self, session: Any, stmt: sa.Executable, params: dict[str, Any]) -> pd.DataFrame:
-        compiled = stmt.compile(dialect=self.engine.dialect)
+        compiled = stmt.compile(dialect=self.engine.dialect)  # type: ignore[attr-defined]
         expanded = compiled.construct_expanded_state(params)  # type: ignore[attr-defined]
         values = list(expanded.positional_parameters)
         try:
