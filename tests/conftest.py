@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -73,7 +73,59 @@ def validate_gpkg() -> Callable[[Path], None]:
     return check
 
 
-from hypothesis import Phase, settings as hypothesis_settings  # noqa: E402
+from hypothesis import Phase  # noqa: E402
+from hypothesis import settings as hypothesis_settings
 
 # `pytest --hypothesis-profile=fast-fail` reports the first failing example without shrinking it.
 hypothesis_settings.register_profile("fast-fail", phases=[Phase.explicit, Phase.reuse, Phase.generate])
+
+
+# --- PostgreSQL / PostGIS (CDS_TEST_PG_URL; scripts/setup_postgres.sh makes the server ready) ---------------
+PG_SAMPLE_COUNTY = SampleCounty(parcels=3_000, seed=7)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """SQLAlchemy URL of the test database (postgresql+psycopg://...), or skip the test."""
+    url = os.environ.get("CDS_TEST_PG_URL")
+    if not url:
+        pytest.skip("CDS_TEST_PG_URL is not set (scripts/test.sh sets it up when run as root)")
+    return url
+
+
+@pytest.fixture(scope="session")
+def pg_conninfo(pg_url: str) -> str:
+    """The same database as a libpq URL, for psycopg and psql."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def pg_schema(pg_conninfo: str) -> Iterator[str]:
+    """A fresh, empty schema for one test, dropped afterwards."""
+    import uuid
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_conninfo, autocommit=True) as con:
+        con.execute(f"CREATE SCHEMA {name}")
+    yield name
+    with psycopg.connect(pg_conninfo, autocommit=True) as con:
+        con.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+@pytest.fixture(scope="session")
+def pg_sample(pg_conninfo: str) -> Iterator[str]:
+    """Schema holding the 3,000-parcel sample county as MasterParcels with native PostGIS geometry
+    (read-only for tests: a test that edits makes its own table)."""
+    import psycopg
+
+    from countydatasync.sample.postgis import load_sample_postgis
+
+    schema = f"sample_{os.getpid()}"
+    load_sample_postgis(pg_conninfo, PG_SAMPLE_COUNTY, schema=schema)
+    yield schema
+    with psycopg.connect(pg_conninfo, autocommit=True) as con:
+        con.execute(f"DROP SCHEMA {schema} CASCADE")

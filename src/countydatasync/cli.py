@@ -20,6 +20,7 @@ from countydatasync.errors import CountyDataSyncError
 from countydatasync.ops import commands as ops_commands
 from countydatasync.settings import DEFAULT_CONFIG_FILE, Settings, load_settings, settings_template
 from countydatasync.sync.result import RunResult
+from countydatasync.web.commands import serve
 
 app = typer.Typer(help="Keep staging copies of a county's MasterParcels table in sync.", no_args_is_help=True,
                   add_completion=False)
@@ -165,6 +166,7 @@ def demo(
     _report(_run(settings))
 
 
+app.command()(serve)  # the dashboard and REST API live in countydatasync.web
 ops_commands.register(app)  # credentials set|delete, doctor
 
 

@@ -17,6 +17,10 @@ from countydatasync.settings import Settings
 # URL scheme (before any "+driver") -> "module:class". Imported lazily so a driver is needed only when used.
 BACKENDS: dict[str, str] = {
     "sqlite": "countydatasync.extract.sqlite:SqliteSource",
+    # Both spellings libpq accepts; any driver in the URL (postgresql://, +psycopg) means psycopg 3.
+    "postgresql": "countydatasync.extract.postgres:PostgresSource",
+    "postgres": "countydatasync.extract.postgres:PostgresSource",
+    "mssql": "countydatasync.extract.mssql:MssqlSource",
 }
 
 __all__ = ["RAW_GEOM", "RAW_KEY", "RAW_MODIFIED", "RAW_SRID", "Source", "SourceSpec", "open_source"]

@@ -36,6 +36,8 @@ class SourceSpec:
     modified_column: str | None
     attribute_columns: tuple[str, ...]
     batch_size: int
+    max_retries: int = 5
+    retry_backoff_seconds: float = 1.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SourceSpec:
@@ -49,6 +51,8 @@ class SourceSpec:
             modified_column=src.modified_column or None,
             attribute_columns=tuple(dict.fromkeys(c.source for c in settings.columns)),
             batch_size=src.batch_size,
+            max_retries=src.max_retries,
+            retry_backoff_seconds=src.retry_backoff_seconds,
         )
 
 

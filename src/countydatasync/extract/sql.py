@@ -2,31 +2,50 @@
 and every configured table and column is checked against the database catalog before the first query.
 
 Backends for particular databases subclass `SqlSource` and override the geometry and SRID expressions.
+
+Reading goes through a *session* (by default a SQLAlchemy connection; a backend may use an Arrow driver
+instead) that is opened lazily and kept for the source's life. `batches` runs on one session inside a
+snapshot when the backend offers one (`snapshot_options`, or its own `connect`). A transient failure (see `translate`) drops the session, waits
+`retry_backoff_seconds` (doubling on each further try, up to `max_retries` tries) and runs the same
+statement again on a new session: since paging resumes from the last key of the last *completed* batch,
+a retried extraction has no duplicates and no gaps. The new session starts a new snapshot, so after a
+reconnect a run only guarantees what keyset paging guarantees (see the backend modules).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import quote, quote_plus
 
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
-from countydatasync.errors import PermanentSourceError, SchemaError
+from countydatasync.errors import (
+    ConfigError,
+    PermanentSourceError,
+    SchemaError,
+    SourceError,
+    TransientSourceError,
+)
 from countydatasync.extract.base import (
+    KEY_COPIES,
     RAW_GEOM,
     RAW_KEY,
     RAW_MODIFIED,
     RAW_SRID,
-    KEY_COPIES,
     SourceSpec,
     paginate,
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Variables per IN (...) list: below every supported database's limit (SQL Server allows 2100).
 KEYS_PER_QUERY = 1000
@@ -39,14 +58,31 @@ class SqlSource:
         self.spec = spec
         self.url = url
         self.description = f"{url.render_as_string(hide_password=True)} table {spec.table}"
-        self.engine: Engine = sa.create_engine(url, **engine_options)
+        self._engine_options = engine_options
+        self._engine: Engine | None = None
+        self.catalog_types: dict[str, Any] = {}
+        """Column name -> SQLAlchemy type as reflected (NullType where the dialect does not know it)."""
         self._table: sa.Table | None = None
+        self._session: Any = None
+        self._in_snapshot = False
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, created on first use (so statements compile without the driver)."""
+        if self._engine is None:
+            self._engine = sa.create_engine(self.url, **self._engine_options)
+        return self._engine
+
+    @property
+    def dialect(self) -> sa.Dialect:
+        """The SQL dialect statements are compiled for; needs no driver installed."""
+        return self._engine.dialect if self._engine is not None else self.url.get_dialect()()
 
     # --- catalog -------------------------------------------------------------------------------------
     def table(self) -> sa.Table:
         """The source table as reflected from the catalog, checked against the settings (once)."""
         if self._table is None:
-            self._table = self._reflect()
+            self._table = self.retrying(self._reflect)
         return self._table
 
     def _reflect(self) -> sa.Table:
@@ -55,15 +91,18 @@ class SqlSource:
             inspector = sa.inspect(self.engine)
             names = set(inspector.get_table_names(schema=spec.db_schema))
             names |= set(inspector.get_view_names(schema=spec.db_schema))
+            if spec.table not in names:
+                where = f" in schema {spec.db_schema}" if spec.db_schema else ""
+                raise SchemaError(f"source table {spec.table!r} not found{where} at {self.description}")
+            with warnings.catch_warnings():  # spatial types are unknown to SQLAlchemy: reflected as NullType
+                warnings.simplefilter("ignore", sa.exc.SAWarning)
+                columns = {c["name"]: c for c in inspector.get_columns(spec.table, schema=spec.db_schema)}
         except sa.exc.DBAPIError as exc:
             raise self.translate(exc) from None
-        if spec.table not in names:
-            where = f" in schema {spec.db_schema}" if spec.db_schema else ""
-            raise SchemaError(f"source table {spec.table!r} not found{where} at {self.description}")
-        columns = {c["name"]: c for c in inspector.get_columns(spec.table, schema=spec.db_schema)}
         wanted = [spec.key_column, spec.geometry_column, *spec.attribute_columns]
         if spec.modified_column:
             wanted.append(spec.modified_column)
+        self.catalog_types = {name: info["type"] for name, info in columns.items()}
         missing = [c for c in dict.fromkeys(wanted) if c not in columns]
         if missing:
             raise SchemaError(
@@ -83,7 +122,7 @@ class SqlSource:
         """SELECT expression for the geometry; WKB and WKT columns are read as stored."""
         if self.spec.geometry_encoding == "native":
             raise SchemaError(
-                f"geometry_encoding 'native' is not supported for {self.engine.dialect.name} sources; "
+                f"geometry_encoding 'native' is not supported for {self.url.get_backend_name()} sources; "
                 "store WKB or WKT, or use a PostgreSQL or SQL Server source"
             )
         return column
@@ -96,9 +135,41 @@ class SqlSource:
         """The key as compared and ordered by (a backend may pin a binary collation here)."""
         return column
 
-    def translate(self, exc: BaseException) -> Exception:
-        """Map a driver error to the package's error tree, without the URL's secrets."""
-        return PermanentSourceError(f"cannot read {self.description}: {type(exc).__name__}: {_first_line(exc)}")
+    def key_parameter(self, parameter: sa.BindParameter[Any]) -> sa.ColumnElement[Any]:
+        """A key value bound for comparison with the key column (a backend may cast it to the column's
+        type, for drivers that bind keys read back as text)."""
+        return parameter
+
+    def translate(self, exc: BaseException) -> SourceError:
+        """Map a driver error to the package's error tree, without the URL's secrets. Backends classify
+        their driver's codes; this default treats a connection SQLAlchemy saw drop as transient and
+        everything else as permanent."""
+        if getattr(exc, "connection_invalidated", False):
+            return TransientSourceError(self.message(exc, "lost the connection to"))
+        return PermanentSourceError(self.message(exc))
+
+    def message(self, exc: BaseException, doing: str = "cannot read") -> str:
+        """`doing` the source, with the driver's first line; any trace of the password is masked."""
+        return self.redact(f"{doing} {self.description}: {type(exc).__name__}: {_first_line(exc)}")
+
+    def redact(self, text: str) -> str:
+        """`text` with the password (as given, URL-encoded, or ODBC-braced) replaced by ***."""
+        password = str(self.url.password or "")
+        if password:
+            forms = {password, quote(password, safe=""), quote_plus(password), password.replace("}", "}}")}
+            for form in sorted(forms, key=len, reverse=True):
+                text = text.replace(form, "***")
+        return text
+
+    def snapshot_options(self) -> dict[str, Any]:
+        """SQLAlchemy execution options that make one connection's reads a consistent snapshot (none here)."""
+        return {}
+
+    def modified_column(self) -> sa.ColumnElement[Any]:
+        """The configured modified column: reading rows modified since a time needs one."""
+        if not self.spec.modified_column:
+            raise ConfigError("reading changed rows needs source.modified_column; none is configured")
+        return self.table().c[self.spec.modified_column]
 
     # --- statements ----------------------------------------------------------------------------------
     def select_rows(self) -> sa.Select[Any]:
@@ -122,19 +193,84 @@ class SqlSource:
         key = self.key_expression(self.table().c[self.spec.key_column])
         stmt = self.select_rows().where(key.is_not(None))
         if after:
-            stmt = stmt.where(key > sa.bindparam("last"))
+            stmt = stmt.where(key > self.key_parameter(sa.bindparam("last")))
         if modified_since is not None:
-            stmt = stmt.where(self.table().c[self.spec.modified_column] > sa.bindparam("since"))
+            stmt = stmt.where(self.modified_column() > sa.bindparam("since"))
         return stmt.order_by(key).limit(limit)
 
-    # --- reading -------------------------------------------------------------------------------------
-    def _frame(self, stmt: sa.Executable, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    # --- sessions ------------------------------------------------------------------------------------
+    def connect(self) -> Any:
+        """A new session (here a SQLAlchemy connection); raises a translated error."""
         try:
-            with self.engine.connect() as conn:
-                result = conn.execute(stmt, params or {})
-                return pd.DataFrame.from_records(result.fetchall(), columns=list(result.keys()))
+            connection = self.engine.connect()
+            if self._in_snapshot:
+                connection = connection.execution_options(**self.snapshot_options())
+            return connection
         except sa.exc.DBAPIError as exc:
             raise self.translate(exc) from None
+
+    def run(self, session: Any, stmt: sa.Executable, params: dict[str, Any]) -> pd.DataFrame:
+        """Execute `stmt` on `session` and return all its rows; raises a translated error."""
+        try:
+            result = session.execute(stmt, params)
+            frame = self.frame_from_rows(result.fetchall(), list(result.keys()))
+            if not self._in_snapshot:
+                session.rollback()  # end the implicit transaction: never sit idle inside one
+            return frame
+        except sa.exc.DBAPIError as exc:
+            raise self.translate(exc) from None
+
+    def frame_from_rows(self, rows: Sequence[Sequence[Any]], columns: list[str]) -> pd.DataFrame:
+        """A raw batch from driver rows; values stay as the driver returned them (the transform types)."""
+        return pd.DataFrame.from_records(rows, columns=columns)
+
+    def disconnect(self, session: Any) -> None:
+        """Close `session`, ignoring errors (it may be the one that just failed)."""
+        with suppress(Exception):  # a broken connection may fail to close; it is dropped either way
+            session.close()
+
+    def _drop_session(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            self.disconnect(session)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Run the enclosed reads on one session in the backend's snapshot (a new one after a reconnect)."""
+        self._drop_session()
+        self._in_snapshot = True
+        try:
+            yield
+        finally:
+            self._in_snapshot = False
+            self._drop_session()
+
+    def _frame(self, stmt: sa.Executable, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Rows of `stmt`, on the current session (opened when needed), retried as `retrying` says."""
+
+        def attempt() -> pd.DataFrame:
+            if self._session is None:
+                self._session = self.connect()
+            return self.run(self._session, stmt, params or {})
+
+        return self.retrying(attempt)
+
+    def retrying(self, call: Callable[[], T]) -> T:
+        """`call()`, tried again after each TransientSourceError on a new session: up to `max_retries`
+        more times, waiting `retry_backoff_seconds`, then twice that, and so on."""
+        spec = self.spec
+        tries = 0
+        while True:
+            try:
+                return call()
+            except TransientSourceError as exc:
+                self._drop_session()
+                if tries >= spec.max_retries:
+                    raise TransientSourceError(f"{exc} (gave up after {tries} retries)") from None
+                delay = spec.retry_backoff_seconds * 2**tries
+                tries += 1
+                log.warning("%s; retry %d of %d in %.1f s", exc, tries, spec.max_retries, delay)
+                time.sleep(delay)
 
     def batches(self, modified_since: datetime | None = None) -> Iterator[pd.DataFrame]:
         base = {"since": modified_since} if modified_since is not None else {}
@@ -145,24 +281,31 @@ class SqlSource:
             return self._frame(self.page_statement(modified_since, True, limit), {**base, "last": last})
 
         def fetch_equal(key: Any) -> pd.DataFrame:
-            stmt = self.select_rows().where(self.table().c[self.spec.key_column] == sa.bindparam("key"))
+            column = self.key_expression(self.table().c[self.spec.key_column])
+            stmt = self.select_rows().where(column == self.key_parameter(sa.bindparam("key")))
             return self._frame(stmt, {"key": key})
 
-        yield from paginate(fetch_after, fetch_equal, self.spec.batch_size)
-        nulls = self.select_rows().where(self.table().c[self.spec.key_column].is_(None))
-        if modified_since is not None:
-            nulls = nulls.where(self.table().c[self.spec.modified_column] > modified_since)
-        null_rows = self._frame(nulls)
-        if len(null_rows):
-            yield null_rows
+        self.table()  # check the catalog before any snapshot starts
+        with self.snapshot():
+            yield from paginate(fetch_after, fetch_equal, self.spec.batch_size)
+            nulls = self.select_rows().where(self.table().c[self.spec.key_column].is_(None))
+            if modified_since is not None:
+                nulls = nulls.where(self.modified_column() > sa.bindparam("since"))
+            null_rows = self._frame(nulls, base)
+            if len(null_rows):
+                yield null_rows
+
+    def keys_statement(self, keys: Sequence[Any]) -> sa.Select[Any]:
+        """Rows whose key is one of `keys` (each a bound parameter), in key order."""
+        key = self.key_expression(self.table().c[self.spec.key_column])
+        values = [self.key_parameter(sa.bindparam(f"k{i}", value)) for i, value in enumerate(keys)]
+        return self.select_rows().where(key.in_(values)).order_by(key)
 
     def rows_for_keys(self, keys: Sequence[Any]) -> Iterator[pd.DataFrame]:
-        key = self.table().c[self.spec.key_column]
-        stmt = self.select_rows().where(key.in_(sa.bindparam("keys", expanding=True))).order_by(key)
         pending: list[pd.DataFrame] = []
         size = 0
         for start in range(0, len(keys), KEYS_PER_QUERY):
-            frame = self._frame(stmt, {"keys": list(keys[start : start + KEYS_PER_QUERY])})
+            frame = self._frame(self.keys_statement(keys[start : start + KEYS_PER_QUERY]))
             pending.append(frame)
             size += len(frame)
             if size >= self.spec.batch_size:
@@ -178,7 +321,7 @@ class SqlSource:
         limit = max(self.spec.batch_size, 200_000)
         last: Any | None = None
         while True:
-            stmt = base if last is None else base.where(key > sa.bindparam("last"))
+            stmt = base if last is None else base.where(key > self.key_parameter(sa.bindparam("last")))
             stmt = stmt.group_by(key).order_by(key).limit(limit)
             frame = self._frame(stmt, {} if last is None else {"last": last})
             if frame.empty:
@@ -196,11 +339,13 @@ class SqlSource:
         """How many rows `batches` will yield (for progress bars; the source may change meanwhile)."""
         stmt = sa.select(sa.func.count()).select_from(self.table())
         if modified_since is not None:
-            stmt = stmt.where(self.table().c[self.spec.modified_column] > modified_since)
+            stmt = stmt.where(self.modified_column() > modified_since)
         return int(self._frame(stmt).iloc[0, 0])
 
     def close(self) -> None:
-        self.engine.dispose()
+        self._drop_session()
+        if self._engine is not None:
+            self._engine.dispose()
 
 
 def _first_line(exc: BaseException) -> str:

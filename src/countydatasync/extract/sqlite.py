@@ -54,14 +54,18 @@ class SqliteSource(SqlSource):
         columns = [c if c.name == RAW_GEOM else sa.cast(c, sa.Text).label(c.name) for c in stmt.selected_columns]
         return stmt.with_only_columns(*columns)
 
-    def _frame(self, stmt: sa.Executable, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        compiled = stmt.compile(dialect=self.engine.dialect)
-        expanded = compiled.construct_expanded_state(params or {})  # type: ignore[attr-defined]
+    def connect(self) -> Any:
+        try:
+            return adbc.connect(self.uri)
+        except adbc.Error as exc:
+            raise PermanentSourceError(f"cannot open {self.description}: {str(exc).splitlines()[0]}") from None
+
+    def run(self, session: Any, stmt: sa.Executable, params: dict[str, Any]) -> pd.DataFrame:
+        compiled = stmt.compile(dialect=self.engine.dialect)  # type: ignore[attr-defined]
+        expanded = compiled.construct_expanded_state(params)  # type: ignore[attr-defined]
         values = list(expanded.positional_parameters)
         try:
-            if self._adbc is None:
-                self._adbc = adbc.connect(self.uri)
-            cursor = self._adbc.cursor()
+            cursor = session.cursor()
             try:
                 cursor.execute(expanded.statement, values or None)
                 table = cursor.fetch_arrow_table()
@@ -73,9 +77,3 @@ class SqliteSource(SqlSource):
                 raise TransientSourceError(f"{self.description} is busy: {message}") from None
             raise PermanentSourceError(f"cannot read {self.description}: {message}") from None
         return table.to_pandas(types_mapper=ARROW_TYPES.get)
-
-    def close(self) -> None:
-        if self._adbc is not None:
-            self._adbc.close()
-            self._adbc = None
-        super().close()

@@ -1,0 +1,157 @@
+"""SQL Server source, through SQLAlchemy's `mssql+pyodbc` dialect (Microsoft ODBC Driver 17/18 or FreeTDS).
+
+Install the driver with the `mssql` extra (`pip install countydatasync[mssql]`, which brings pyodbc; pyodbc
+needs unixODBC's libodbc on Linux). SQLAlchemy's dialect writes `TOP n` where other databases get LIMIT.
+
+Geometry: a native `geometry` or `geography` column is read as `col.STCurveToLine().STAsBinary()` (circular
+arcs become line strings, since WKB readers outside SQL Server do not take curves) with `col.STSrid` per
+row. Both types have these methods. SQL Server writes geography WKB in longitude/latitude order (x =
+longitude), the axis order the transform assumes for EPSG:4326 and the like, so no swap is needed. Ring
+orientation matters to SQL Server's geography only (the exterior ring is counter-clockwise so that the
+interior is the smaller side); a planar reader gets the same parcel from either orientation, and a parcel is
+far smaller than a hemisphere, so the rings are passed on as they are.
+
+Keys: SQL Server's usual collations ignore case (and sometimes accents), so `'ab' = 'AB'` in SQL while
+Python, and so the paging code, tells them apart; a keyset page boundary could then skip or repeat keys.
+Text keys are therefore ordered and compared under the binary collation Latin1_General_BIN2. If the key
+column has another collation, its index cannot serve that ORDER BY; declaring the key column (or an
+indexed computed copy of it) with a _BIN2 collation avoids the sort.
+
+Consistency: when the database allows snapshot isolation (`ALLOW_SNAPSHOT_ISOLATION ON`), an extraction
+runs in one SNAPSHOT transaction and sees the table as of its start. Otherwise (the default) each page
+is read at READ COMMITTED and the run has the key-range guarantee of keyset paging: every key is read
+exactly once, a row that exists throughout the run is read in a committed state, and rows inserted,
+deleted or re-keyed during the run may or may not be seen until the next run. After a reconnect the
+snapshot, if any, is a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from countydatasync.errors import ConfigError, PermanentSourceError, SourceError, TransientSourceError
+from countydatasync.extract.base import SourceSpec
+from countydatasync.extract.sql import SqlSource
+
+log = logging.getLogger(__name__)
+
+BINARY_COLLATION = "Latin1_General_BIN2"
+# ODBC SQLSTATEs worth retrying: link failure, cannot connect, rejected connection, deadlock victim
+# (SQL Server reports error 1205 as 40001), timeouts.
+TRANSIENT_SQLSTATES = {"08S01", "08001", "08004", "08007", "40001", "HYT00", "HYT01"}
+# SQL Server error numbers that are transient whatever SQLSTATE the driver attaches (deadlock, lock
+# timeout, Azure SQL throttling and failover).
+TRANSIENT_ERRORS = {1205, 1222, 4060, 10928, 10929, 40197, 40501, 40613, 49918, 49919, 49920}
+PERMANENT_HINTS = {
+    "28000": "login failed: check the user and password",
+    "42S02": "table or view not found",
+    "42S22": "column not found",
+    "42000": "permission denied or invalid statement",
+}
+
+
+class MethodCall(sa.sql.expression.ColumnElement[Any]):
+    """`column.Method()...` or `column.Property`: SQL Server's CLR-type member syntax."""
+
+    inherit_cache = True
+
+    def __init__(self, column: sa.ColumnElement[Any], members: tuple[str, ...], type_: Any) -> None:
+        self.column = column
+        self.members = members
+        self.type = type_
+
+    @property
+    def _cache_key_members(self) -> tuple[str, ...]:
+        return self.members
+
+
+@compiles(MethodCall)
+def _compile_method_call(element: MethodCall, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.column, **kw) + "".join(f".{member}" for member in element.members)
+
+
+def sql_server_error(exc: BaseException) -> tuple[str | None, int | None]:
+    """SQLSTATE and SQL Server error number of a pyodbc error (`args[0]` is the SQLSTATE; the number is
+    the last parenthesised integer of the message, e.g. '... deadlocked ... (1205) (SQLExecDirectW)')."""
+    original = getattr(exc, "orig", None) or exc
+    args: tuple[Any, ...] = tuple(getattr(original, "args", ()))
+    sqlstate = args[0] if args and isinstance(args[0], str) and len(args[0]) == 5 else None
+    numbers = re.findall(r"\((\d{3,6})\)", str(args[1] if len(args) > 1 else original))
+    return sqlstate, int(numbers[-1]) if numbers else None
+
+
+class MssqlSource(SqlSource):
+    """MasterParcels in SQL Server, optionally with a geometry or geography column."""
+
+    def __init__(self, url: URL, spec: SourceSpec) -> None:
+        if url.drivername != "mssql+pyodbc":
+            raise ConfigError(f"SQL Server sources use mssql+pyodbc:// URLs, not {url.drivername}://")
+        # fast_executemany is for writes; reads gain from a larger fetch, which pyodbc sizes itself.
+        super().__init__(url, spec, pool_pre_ping=True)
+        self._snapshot_allowed: bool | None = None
+
+    @property
+    def engine(self) -> sa.Engine:
+        try:
+            return super().engine
+        except ImportError:
+            raise ConfigError(
+                "SQL Server sources need pyodbc: pip install 'countydatasync[mssql]' (and unixODBC on Linux)"
+            ) from None
+
+    @property
+    def dialect(self) -> sa.Dialect:
+        # Without pyodbc loaded the dialect cannot ask it for its paramstyle; pyodbc's is qmark.
+        if self._engine is not None:
+            return self._engine.dialect
+        return self.url.get_dialect()(paramstyle="qmark")  # type: ignore[call-arg]
+
+    # --- dialect hooks ---------------------------------------------------------------------------------
+    def geometry_expression(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        if self.spec.geometry_encoding == "native":
+            return MethodCall(column, ("STCurveToLine()", "STAsBinary()"), sa.LargeBinary())
+        return column
+
+    def srid_expression(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any] | None:
+        if self.spec.geometry_encoding != "native":
+            return None
+        return MethodCall(column, ("STSrid",), sa.Integer())
+
+    def key_expression(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        key_type = self.catalog_types.get(self.spec.key_column)
+        if isinstance(key_type, sa.String):
+            return column.collate(BINARY_COLLATION)
+        return column
+
+    def snapshot_options(self) -> dict[str, Any]:
+        if self._snapshot_allowed is None:
+            query = sa.text("SELECT snapshot_isolation_state FROM sys.databases WHERE name = DB_NAME()")
+            try:
+                with self.engine.connect() as conn:
+                    self._snapshot_allowed = conn.execute(query).scalar() == 1
+            except sa.exc.DBAPIError as exc:
+                raise self.translate(exc) from None
+            log.info(
+                "%s: extraction isolation %s",
+                self.description,
+                "SNAPSHOT" if self._snapshot_allowed else "READ COMMITTED (key-range guarantee)",
+            )
+        return {"isolation_level": "SNAPSHOT"} if self._snapshot_allowed else {}
+
+    def translate(self, exc: BaseException) -> SourceError:
+        sqlstate, number = sql_server_error(exc)
+        if (
+            sqlstate in TRANSIENT_SQLSTATES
+            or number in TRANSIENT_ERRORS
+            or (sqlstate is None and getattr(exc, "connection_invalidated", False))
+        ):
+            return TransientSourceError(self.message(exc, "lost or could not reach"))
+        hint = PERMANENT_HINTS.get(sqlstate or "")
+        return PermanentSourceError(self.message(exc) + (f" ({hint})" if hint else ""))

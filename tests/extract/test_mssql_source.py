@@ -1,0 +1,173 @@
+"""The SQL Server source without a server: its statements compiled by SQLAlchemy's mssql dialect, its error
+classification, and its row handling fed the value types pyodbc returns. No SQL Server runs here, so the
+queries themselves are not executed; see the README."""
+
+from __future__ import annotations
+
+import importlib.util
+from datetime import datetime
+from decimal import Decimal
+
+import pytest
+import shapely
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from countydatasync.errors import ConfigError, PermanentSourceError, TransientSourceError
+from countydatasync.extract import open_source
+from countydatasync.extract.base import RAW_GEOM, RAW_KEY, RAW_MODIFIED, RAW_SRID, SourceSpec
+from countydatasync.extract.mssql import MssqlSource
+from countydatasync.settings import Settings
+from countydatasync.transform import TransformPlan, transform_batch
+
+SECRET = "s3;cr}t@p%ss"  # noqa: S105 - a test password with ; } @ and %
+ODD_TABLE = "Master Parcels]; DROP TABLE x; --"
+ODD_COLUMN = "Owner [Name]"
+
+
+def _source(key_type: sa.types.TypeEngine[object] | None = None, encoding: str = "native") -> MssqlSource:
+    spec = SourceSpec(
+        table=ODD_TABLE,
+        db_schema="dbo",
+        key_column="PIN",
+        geometry_column="Shape",
+        geometry_encoding=encoding,
+        modified_column="LastModified",
+        attribute_columns=(ODD_COLUMN, "Acres"),
+        batch_size=500,
+    )
+    url = make_url("mssql+pyodbc://cds@sqlhost:1433/county?driver=ODBC+Driver+18+for+SQL+Server")
+    source = MssqlSource(url.set(password=SECRET), spec)
+    # What `_reflect` would find in the catalog (it needs a server); the names were checked there.
+    source.catalog_types = {"PIN": key_type if key_type is not None else sa.NVARCHAR(20)}
+    source._table = sa.Table(
+        ODD_TABLE,
+        sa.MetaData(),
+        *(sa.Column(c) for c in ["PIN", "Shape", "LastModified", ODD_COLUMN, "Acres"]),
+        schema="dbo",
+    )
+    return source
+
+
+def _sql(source: MssqlSource, stmt: sa.sql.Executable, **params: object) -> str:
+    compiled = stmt.compile(dialect=source.dialect)
+    return compiled.construct_expanded_state(params).statement  # type: ignore[attr-defined]
+
+
+def test_page_query_uses_top_methods_binary_collation_and_a_bound_key() -> None:
+    source = _source()
+    sql = _sql(source, source.page_statement(datetime(2024, 1, 1), True, 500), last="x", since=None)
+    assert sql.startswith("SELECT TOP 500 ")
+    assert "LIMIT" not in sql and "OFFSET" not in sql
+    assert "[Shape].STCurveToLine().STAsBinary() AS __geom" in sql
+    assert "[Shape].STSrid AS __srid" in sql
+    assert "[PIN] COLLATE Latin1_General_BIN2) > ?" in sql
+    assert sql.rstrip().endswith(
+        "ORDER BY dbo.[Master Parcels]]; DROP TABLE x; --].[PIN] COLLATE Latin1_General_BIN2"
+    )
+    assert "[LastModified] > ?" in sql
+    # Odd names are quoted (a ] inside doubled), never spliced in raw.
+    assert "FROM dbo.[Master Parcels]]; DROP TABLE x; --]" in sql
+    assert ".[Owner [Name]]]" in sql
+
+
+def test_first_page_equal_key_and_key_list_queries() -> None:
+    source = _source()
+    first = _sql(source, source.page_statement(None, False, 50))
+    assert first.startswith("SELECT TOP 50 ") and " > ?" not in first
+    keys = source.key_expression(source.table().c.PIN)
+    assert "COLLATE Latin1_General_BIN2) = ?" in _sql(
+        source, source.select_rows().where(keys == sa.bindparam("k")), k="A"
+    )
+    in_list = _sql(source, source.keys_statement(["A", "B", "C"]))
+    assert "COLLATE Latin1_General_BIN2) IN (?, ?, ?) ORDER BY" in in_list
+
+
+def test_numeric_keys_get_no_collation_and_stored_geometry_is_read_as_is() -> None:
+    source = _source(key_type=sa.Integer(), encoding="wkb")
+    sql = _sql(source, source.page_statement(None, True, 10), last=5)
+    assert "COLLATE" not in sql
+    assert "[PIN] > ?" in sql
+    assert "STAsBinary" not in sql and "__srid" not in sql
+
+
+def test_the_password_is_braced_for_odbc_and_never_shown() -> None:
+    source = _source()
+    args, _ = source.dialect.create_connect_args(source.url)
+    assert "PWD={s3;cr}}t@p%ss}" in args[0]  # ; and } cannot end the value early
+    assert SECRET not in source.description and "***" in source.description
+
+
+class PyodbcError(Exception):
+    """The shape of a pyodbc error: args = (SQLSTATE, '[SQLSTATE] [driver]... message (number) (call)')."""
+
+
+def _wrapped(sqlstate: str, text: str) -> sa.exc.DBAPIError:
+    return sa.exc.DBAPIError("SELECT ...", None, PyodbcError(sqlstate, text))
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "text", "transient"),
+    [
+        (
+            "08S01",
+            "[08S01] [Microsoft][ODBC Driver 18 for SQL Server]TCP Provider: Error code 0x68 (104)",
+            True,
+        ),
+        (
+            "40001",
+            "[40001] Transaction (Process ID 57) was deadlocked on lock resources ... victim. (1205)",
+            True,
+        ),
+        ("HYT00", "[HYT00] [Microsoft][ODBC Driver 18 for SQL Server]Query timeout expired (0)", True),
+        ("42000", "[42000] Database 'county' on server is not currently available. (40613)", True),
+        ("28000", f"[28000] Login failed for user 'cds'. (18456) PWD={SECRET}", False),
+        ("42S02", "[42S02] Invalid object name 'dbo.MasterParcels'. (208)", False),
+        ("42000", "[42000] The SELECT permission was denied on the object 'MasterParcels'. (229)", False),
+    ],
+)
+def test_driver_errors_are_classified_and_the_password_masked(
+    sqlstate: str, text: str, transient: bool
+) -> None:
+    error = _source().translate(_wrapped(sqlstate, text))
+    assert isinstance(error, TransientSourceError if transient else PermanentSourceError)
+    assert SECRET not in str(error) and "cr}}t" not in str(error)
+
+
+def test_row_handling_takes_pyodbc_value_types_into_the_transform() -> None:
+    """pyodbc returns bytes for STAsBinary, int for STSrid, Decimal for numeric, datetime, and None."""
+    polygon = shapely.from_wkt("POLYGON((1000000 600000, 1000100 600000, 1000100 600200, 1000000 600000))")
+    rows = [
+        ("P1", shapely.to_wkb(polygon), 2927, datetime(2024, 5, 1, 12, 30), "Olsen, Mary", Decimal("0.2296")),
+        ("P2", None, None, None, None, None),
+    ]
+    source = _source()
+    frame = source.frame_from_rows(rows, [RAW_KEY, RAW_GEOM, RAW_SRID, RAW_MODIFIED, ODD_COLUMN, "Acres"])
+    settings = Settings(
+        columns=[
+            {"source": ODD_COLUMN, "name": "owner_name"},
+            {"source": "Acres", "name": "acres", "type": "real"},
+        ],
+        stats={"dimensions": [], "measures": []},
+        source={"geometry_encoding": "native", "modified_column": None},
+    )
+    batch = transform_batch(frame, TransformPlan.from_settings(settings))
+    parcels = batch.parcels.set_index("pin")
+    assert list(parcels.index) == ["P1"]
+    assert parcels.loc["P1", "acres"] == pytest.approx(0.2296)
+    assert parcels.loc["P1", "owner_name"] == "Olsen, Mary"
+    assert shapely.from_wkb(batch.wkb[0]).equals(shapely.multipolygons([polygon]))
+    assert list(batch.issues["reason"]) == ["null_geometry"]
+
+
+def test_other_drivers_are_refused() -> None:
+    settings = Settings(source={"url": "mssql+pymssql://cds@sqlhost/county"})
+    with pytest.raises(ConfigError, match="mssql\\+pyodbc"):
+        open_source(settings)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pyodbc") is not None, reason="pyodbc is installed")
+def test_a_missing_pyodbc_is_a_clear_configuration_error() -> None:
+    source = open_source(Settings(source={"url": "mssql+pyodbc://cds@sqlhost/county", "password": SECRET}))
+    with pytest.raises(ConfigError, match=r"countydatasync\[mssql\]"):
+        source.count_rows()
