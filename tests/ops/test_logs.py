@@ -17,6 +17,7 @@ from countydatasync.ops.redact import forget_secrets
 from countydatasync.settings import Settings
 
 PASSWORD = "S3cret;pw}@% x"
+WEB_TOKEN = "w3b-T0ken;x"
 
 
 @pytest.fixture(autouse=True)
@@ -35,6 +36,7 @@ def _restore_root_logger() -> Iterator[None]:
 def _settings(tmp_path: Path, **logging_fields: object) -> Settings:
     return Settings(
         source={"url": "postgresql+psycopg://reader@db.county.local/gis", "password": PASSWORD},
+        web={"token": WEB_TOKEN},
         logging={"file": tmp_path / "logs" / "cds.log", **logging_fields},
     )
 
@@ -44,6 +46,7 @@ def test_file_and_console_get_records_without_the_password(tmp_path: Path) -> No
     path = configure_logging(_settings(tmp_path), console_stream=Console(file=stream, width=200))
     log = logging.getLogger("countydatasync.sync.run")
     log.info("connecting with %s", PASSWORD)
+    logging.getLogger("uvicorn.access").info("client sent %s in a header", WEB_TOKEN)
     try:
         raise ConnectionError(f"server rejected DSN host=db password='{PASSWORD}' user=reader")
     except ConnectionError:
@@ -55,7 +58,8 @@ def test_file_and_console_get_records_without_the_password(tmp_path: Path) -> No
     text = path.read_text()
     console = stream.getvalue()
     for output in (text, console):
-        assert "S3cret" not in output
+        assert "S3cret" not in output and "w3b-T0ken" not in output
+        assert "client sent *** in a header" in output
         assert "connecting with ***" in output
         assert "run failed" in output and "ConnectionError" in output
         assert "below the configured level" not in output

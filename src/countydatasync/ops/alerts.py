@@ -23,7 +23,7 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 from countydatasync.errors import CountyDataSyncError
-from countydatasync.ops.redact import redact
+from countydatasync.ops.redact import redact, settings_secrets
 from countydatasync.settings import AlertSettings, Settings
 from countydatasync.sync.result import RunResult
 
@@ -44,13 +44,6 @@ def rejection_exceeded(alerts: AlertSettings, result: RunResult) -> bool:
     if alerts.max_rejected_share is not None and result.extracted:
         return result.rejected / result.extracted > alerts.max_rejected_share
     return False
-
-
-def _secrets(settings: Settings) -> list[str | None]:
-    found = [
-        s.get_secret_value() if s else None for s in (settings.source.password, settings.alerts.password)
-    ]
-    return found
 
 
 def compose_alert(settings: Settings, result: RunResult | None, error: BaseException | None) -> EmailMessage:
@@ -81,9 +74,7 @@ def compose_alert(settings: Settings, result: RunResult | None, error: BaseExcep
         ]
         if not failed:
             limits = [
-                f"more than {alerts.max_rejected_rows:,} rows"
-                if alerts.max_rejected_rows is not None
-                else "",
+                f"more than {alerts.max_rejected_rows:,} rows" if alerts.max_rejected_rows is not None else "",
                 f"more than {alerts.max_rejected_share:.1%}" if alerts.max_rejected_share is not None else "",
             ]
             lines += [f"Alert threshold: {' or '.join(x for x in limits if x)} rejected.", ""]
@@ -102,14 +93,12 @@ def compose_alert(settings: Settings, result: RunResult | None, error: BaseExcep
         "Run `countydatasync doctor` on the server to check settings, connectivity and permissions.",
     ]
     message = EmailMessage()
-    message["Subject"] = redact(
-        f"{alerts.subject_prefix} {what}: {settings.source.table}", _secrets(settings)
-    )
+    message["Subject"] = redact(f"{alerts.subject_prefix} {what}: {settings.source.table}", settings_secrets(settings))
     message["From"] = alerts.sender
     message["To"] = ", ".join(alerts.to)
     message["Date"] = format_datetime(datetime.now(UTC))
     message["Message-ID"] = make_msgid(domain="countydatasync")
-    message.set_content(redact("\n".join(lines), _secrets(settings)) + "\n")
+    message.set_content(redact("\n".join(lines), settings_secrets(settings)) + "\n")
     return message
 
 
@@ -117,10 +106,8 @@ def fingerprint(settings: Settings, result: RunResult | None, error: BaseExcepti
     """What makes two alerts the same: the kind, the source and the error (digits ignored, since timings,
     row numbers and run ids differ between otherwise identical failures)."""
     if error is not None or (result is not None and result.status == "failed"):
-        text = (
-            f"{type(error).__name__}: {error}" if error is not None else str(result.error if result else "")
-        )
-        kind = "failure:" + re.sub(r"\d+", "#", redact(text, _secrets(settings)))
+        text = f"{type(error).__name__}: {error}" if error is not None else str(result.error if result else "")
+        kind = "failure:" + re.sub(r"\d+", "#", redact(text, settings_secrets(settings)))
     else:
         kind = "rejected"
     key = f"{kind}|{settings.source.url}|{settings.source.table}"
@@ -148,9 +135,7 @@ def smtp_connection(alerts: AlertSettings) -> smtplib.SMTP:
     context = ssl.create_default_context(cafile=str(alerts.ca_file) if alerts.ca_file else None)
     server: smtplib.SMTP
     if alerts.security == "ssl":
-        server = smtplib.SMTP_SSL(
-            alerts.smtp_host, alerts.smtp_port, timeout=alerts.timeout_seconds, context=context
-        )
+        server = smtplib.SMTP_SSL(alerts.smtp_host, alerts.smtp_port, timeout=alerts.timeout_seconds, context=context)
     else:
         server = smtplib.SMTP(alerts.smtp_host, alerts.smtp_port, timeout=alerts.timeout_seconds)
     try:
@@ -248,7 +233,7 @@ def _notify(settings: Settings, result: RunResult | None, error: BaseException |
             alerts.smtp_host,
             alerts.smtp_port,
             type(exc).__name__,
-            redact(str(exc), _secrets(settings)),
+            redact(str(exc), settings_secrets(settings)),
         )
         return False
     state[key] = now.isoformat()

@@ -25,9 +25,7 @@ ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="Settings file (default: $CDS_CONFIG or ./countydatasync.toml)."),
 ]
-SmtpOption = Annotated[
-    bool, typer.Option("--smtp", help="The SMTP login's password instead of the source's.")
-]
+SmtpOption = Annotated[bool, typer.Option("--smtp", help="The SMTP login's password instead of the source's.")]
 
 credentials_app = typer.Typer(
     help="Keep the source (or SMTP) password in the OS credential store (Windows Credential Manager, "

@@ -95,10 +95,7 @@ def env_file_warning(path: Path | None) -> str | None:
         return None
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        return (
-            f"{path} holds secrets but other users may read it (mode {stat.S_IMODE(mode):o}); "
-            f"run `chmod 600 {path}`"
-        )
+        return f"{path} holds secrets but other users may read it (mode {stat.S_IMODE(mode):o}); run `chmod 600 {path}`"
     return None
 
 

@@ -23,7 +23,7 @@ from countydatasync.extract.base import SourceSpec
 from countydatasync.extract.sql import SqlSource
 from countydatasync.ops import privileges
 from countydatasync.ops.credentials import env_file_warning
-from countydatasync.ops.redact import redact
+from countydatasync.ops.redact import redact, settings_secrets
 from countydatasync.settings import DEFAULT_CONFIG_FILE, Settings, load_settings
 
 Status = Literal["pass", "warn", "fail"]
@@ -73,18 +73,13 @@ def has_failure(checks: list[Check]) -> bool:
     return any(c.status == "fail" for c in checks)
 
 
-def _secrets(settings: Settings) -> list[str | None]:
-    return [s.get_secret_value() if s else None for s in (settings.source.password, settings.alerts.password)]
-
-
 def check_secrets(settings: Settings, env_file: Path | None) -> Check:
     """Passwords belong in the environment, `.env` (private) or the credential store, not in the URL."""
     problems = []
     try:
         if sa.engine.make_url(settings.source.url).password is not None:
             problems.append(
-                "source.url contains a password; move it to CDS_SOURCE__PASSWORD or "
-                "`countydatasync credentials set`"
+                "source.url contains a password; move it to CDS_SOURCE__PASSWORD or `countydatasync credentials set`"
             )
     except Exception:  # noqa: S110  (an invalid URL is reported by the source check)
         pass
@@ -108,7 +103,7 @@ def _open(settings: Settings) -> SqlSource:
 
 def check_source(settings: Settings) -> list[Check]:
     """Reachable, table and columns present with usable types, account read-only."""
-    secrets = _secrets(settings)
+    secrets = settings_secrets(settings)
     try:
         source = _open(settings)
     except CountyDataSyncError as exc:
@@ -180,9 +175,7 @@ def check_column_types(engine: sa.Engine, settings: Settings) -> Check:
     src = settings.source
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", sa.exc.SAWarning)  # "did not recognize type 'geometry'"
-        columns = {
-            c["name"]: c["type"] for c in sa.inspect(engine).get_columns(src.table, schema=src.db_schema)
-        }
+        columns = {c["name"]: c["type"] for c in sa.inspect(engine).get_columns(src.table, schema=src.db_schema)}
     problems = []
 
     def expect(column: str, allowed: set[str], what: str) -> None:
@@ -202,9 +195,7 @@ def check_column_types(engine: sa.Engine, settings: Settings) -> Check:
         expect(spec.source, _USABLE[spec.type], f"cannot become {spec.type} ({spec.name})")
     if problems:
         return Check("column types", "warn", "; ".join(problems))
-    return Check(
-        "column types", "pass", f"{len(columns)} columns in {src.table}; every configured one is usable"
-    )
+    return Check("column types", "pass", f"{len(columns)} columns in {src.table}; every configured one is usable")
 
 
 def check_read_only(source: SqlSource) -> Check:
@@ -293,7 +284,7 @@ def check_smtp(settings: Settings) -> Check:
         return Check(
             "SMTP",
             "fail",
-            redact(f"{alerts.smtp_host}:{alerts.smtp_port}: {type(exc).__name__}: {exc}", _secrets(settings)),
+            redact(f"{alerts.smtp_host}:{alerts.smtp_port}: {type(exc).__name__}: {exc}", settings_secrets(settings)),
         )
     login = f", logged in as {alerts.username}" if alerts.username else ""
     return Check("SMTP", "pass", f"{alerts.smtp_host}:{alerts.smtp_port} answered ({alerts.security}{login})")

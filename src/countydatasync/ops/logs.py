@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from countydatasync.errors import ConfigError
-from countydatasync.ops.redact import RedactingFilter, register_secret
+from countydatasync.ops.redact import RedactingFilter, register_secret, settings_secrets
 from countydatasync.settings import Settings
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -45,26 +45,11 @@ class JsonLineFormatter(logging.Formatter):
 
 def register_configured_secrets(settings: Settings) -> None:
     """Register every secret in the settings with the redactor, whatever its format."""
-    for secret in (settings.source.password, settings.alerts.password):
-        if secret is not None:
-            register_secret(secret.get_secret_value())
-    url_password = _url_password(settings.source.url)
-    if url_password:
-        register_secret(url_password)
+    for secret in settings_secrets(settings):
+        register_secret(secret)
 
 
-def _url_password(url: str) -> str | None:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).password  # type: ignore[return-value]
-    except Exception:  # an invalid URL is reported by doctor and the run; here it only has no password
-        return None
-
-
-def configure_logging(
-    settings: Settings, console: bool = True, console_stream: Console | None = None
-) -> Path:
+def configure_logging(settings: Settings, console: bool = True, console_stream: Console | None = None) -> Path:
     """Install the rotating file handler (and a Rich console handler unless `console` is False) on the root
     logger, each with the redaction filter; register the configured secrets. Returns the log file path.
 

@@ -25,8 +25,7 @@ MSSQL_WRITES = (
 )
 
 PG_ROLE = sa.text(
-    "SELECT current_user, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls FROM pg_roles "
-    "WHERE rolname = current_user"
+    "SELECT current_user, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls FROM pg_roles WHERE rolname = current_user"
 )
 PG_TABLE_PRIVILEGES = sa.text(
     "SELECT p.privilege FROM unnest(CAST(:privileges AS text[])) WITH ORDINALITY AS p(privilege, n) "
@@ -56,9 +55,7 @@ def postgresql(conn: sa.Connection, spec: SourceSpec) -> tuple[bool, str]:
     qualified = pg_qualified(spec)
     user, superuser, createrole, createdb, bypassrls = conn.execute(PG_ROLE).one()
     granted = list(
-        conn.execute(
-            PG_TABLE_PRIVILEGES, {"privileges": list(TABLE_PRIVILEGES), "qualified": qualified}
-        ).scalars()
+        conn.execute(PG_TABLE_PRIVILEGES, {"privileges": list(TABLE_PRIVILEGES), "qualified": qualified}).scalars()
     )
     others = list(conn.execute(PG_WRITABLE_TABLES, {"qualified": qualified}).scalars())
     attributes = [
@@ -87,12 +84,9 @@ def postgresql(conn: sa.Connection, spec: SourceSpec) -> tuple[bool, str]:
 MSSQL_OBJECT_PERMISSIONS = sa.text(
     "SELECT DISTINCT permission_name FROM fn_my_permissions(:qualified, 'OBJECT') WHERE subentity_name = ''"
 )
-MSSQL_DATABASE_PERMISSIONS = sa.text(
-    "SELECT DISTINCT permission_name FROM fn_my_permissions(NULL, 'DATABASE')"
-)
+MSSQL_DATABASE_PERMISSIONS = sa.text("SELECT DISTINCT permission_name FROM fn_my_permissions(NULL, 'DATABASE')")
 MSSQL_ROLES = sa.text(
-    "SELECT SUSER_SNAME(), IS_SRVROLEMEMBER('sysadmin'), IS_ROLEMEMBER('db_owner'), "
-    "IS_ROLEMEMBER('db_datawriter')"
+    "SELECT SUSER_SNAME(), IS_SRVROLEMEMBER('sysadmin'), IS_ROLEMEMBER('db_owner'), IS_ROLEMEMBER('db_datawriter')"
 )
 
 
@@ -111,11 +105,7 @@ def mssql(conn: sa.Connection, spec: SourceSpec) -> tuple[bool, str]:
     login, sysadmin, db_owner, datawriter = conn.execute(MSSQL_ROLES).one()
     on_table = sorted(conn.execute(MSSQL_OBJECT_PERMISSIONS, {"qualified": qualified}).scalars())
     on_database = set(conn.execute(MSSQL_DATABASE_PERMISSIONS).scalars())
-    roles = [
-        name
-        for name, on in (("sysadmin", sysadmin), ("db_owner", db_owner), ("db_datawriter", datawriter))
-        if on
-    ]
+    roles = [name for name, on in (("sysadmin", sysadmin), ("db_owner", db_owner), ("db_datawriter", datawriter)) if on]
     writes = sorted({p for p in on_table if p in MSSQL_WRITES} | (on_database & set(MSSQL_WRITES)))
     detail = f"login {login} has {', '.join(on_table) or 'no permissions'} on {qualified}"
     if roles:

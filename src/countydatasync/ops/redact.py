@@ -17,7 +17,11 @@ import logging
 import re
 import threading
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import quote, quote_plus
+
+if TYPE_CHECKING:
+    from countydatasync.settings import Settings
 
 MASK = "***"
 MIN_SECRET_LENGTH = 4
@@ -26,9 +30,7 @@ while protecting nothing (such a password needs changing, which `doctor` cannot 
 
 # scheme://user:PASSWORD@host. Greedy up to the last "@" before whitespace or a quote, so an unencoded
 # "@" in the password is covered too.
-_URL_PASSWORD = re.compile(
-    r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/?#@\s'\"]*:)(?P<secret>[^\s'\"]*)(?=@)"
-)
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/?#@\s'\"]*:)(?P<secret>[^\s'\"]*)(?=@)")
 
 # key=value pairs: ODBC (`PWD={a;b}}c};`, `Password=x;`) and libpq DSNs (`password='a b'`). A braced value
 # ends at a "}" not doubled; a quoted one at its closing quote; a bare one at ";", a line end, or whitespace
@@ -59,15 +61,11 @@ _QUOTED_KEY = re.compile(
 
 # A URL-encoded ODBC string (`?odbc_connect=...PWD%3D%7Ba%3Bb%7D...`): the value runs to the end of the
 # query parameter, hiding the connection options after it too.
-_ENCODED_PASSWORD = re.compile(
-    r"(?P<head>(?<![A-Za-z0-9])(?:pwd|password)%3D)(?P<secret>[^&\s'\"]+)", re.IGNORECASE
-)
+_ENCODED_PASSWORD = re.compile(r"(?P<head>(?<![A-Za-z0-9])(?:pwd|password)%3D)(?P<secret>[^&\s'\"]+)", re.IGNORECASE)
 
 # Authorization headers and SMTP AUTH exchanges.
 _BEARER = re.compile(r"(?P<head>\b(?:Bearer|Basic|Token)\s+)(?P<secret>[A-Za-z0-9\-._~+/]+=*)", re.IGNORECASE)
-_SMTP_AUTH = re.compile(
-    r"(?P<head>\bAUTH\s+(?:PLAIN|LOGIN|CRAM-MD5|XOAUTH2)\s+)(?P<secret>\S+)", re.IGNORECASE
-)
+_SMTP_AUTH = re.compile(r"(?P<head>\bAUTH\s+(?:PLAIN|LOGIN|CRAM-MD5|XOAUTH2)\s+)(?P<secret>\S+)", re.IGNORECASE)
 
 _PATTERNS = (
     _URL_PASSWORD,
@@ -106,6 +104,21 @@ def register_secret(value: str | None) -> None:
     if value and len(value) >= MIN_SECRET_LENGTH:
         with _lock:
             _registered.update(_variants(value))
+
+
+def settings_secrets(settings: Settings) -> list[str]:
+    """Every secret value in the settings: source password (also one written into the URL), SMTP password,
+    web token."""
+    found = [
+        s.get_secret_value() for s in (settings.source.password, settings.alerts.password, settings.web.token) if s
+    ]
+    try:
+        from sqlalchemy.engine import make_url
+
+        in_url = make_url(settings.source.url).password
+    except Exception:  # an invalid URL has no password to find; doctor and the run report it
+        in_url = None
+    return found + ([str(in_url)] if in_url else [])
 
 
 def forget_secrets() -> None:
