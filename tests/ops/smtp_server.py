@@ -32,11 +32,7 @@ class Inbox:
         return "250 OK"
 
     def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
-        ok = (
-            isinstance(data, LoginPassword)
-            and data.login.decode() == USER
-            and data.password.decode() == PASSWORD
-        )
+        ok = isinstance(data, LoginPassword) and data.login.decode() == USER and data.password.decode() == PASSWORD
         if ok:
             self.logins.append(data.login.decode())
         return AuthResult(success=ok, handled=False)

@@ -59,9 +59,7 @@ def make_settings(tmp_path: Path, ca: tuple[trustme.CA, Path]) -> Callable[..., 
     return make
 
 
-def _result(
-    status: str = "failed", extracted: int = 1000, rejected: int = 0, error: str | None = None
-) -> RunResult:
+def _result(status: str = "failed", extracted: int = 1000, rejected: int = 0, error: str | None = None) -> RunResult:
     return RunResult(
         run_id=41,
         mode="incremental",
@@ -125,9 +123,7 @@ def test_identical_failures_wait_for_the_interval_and_a_success_resets_it(
     assert len(inbox.messages) == 3
     assert alert_state_path(settings).is_file()
     # A successful run ends the incident: the same failure right after is mailed again.
-    assert not notify_run(
-        settings, _result(status="succeeded", rejected=0), None, now=T0 + timedelta(minutes=62)
-    )
+    assert not notify_run(settings, _result(status="succeeded", rejected=0), None, now=T0 + timedelta(minutes=62))
     assert notify_run(settings, None, _source_down(), now=T0 + timedelta(minutes=63))
     assert len(inbox.messages) == 4
 
@@ -235,9 +231,7 @@ def test_run_and_notify_around_a_real_sync(
         assert f"rejected  {result.rejected:,}" in inbox.messages[0].get_content()
 
         missing = settings.model_copy(
-            update={
-                "source": settings.source.model_copy(update={"url": f"sqlite:///{tmp_path / 'gone.sqlite'}"})
-            }
+            update={"source": settings.source.model_copy(update={"url": f"sqlite:///{tmp_path / 'gone.sqlite'}"})}
         )
         with pytest.raises(PermanentSourceError, match="gone.sqlite does not exist"):
             run_and_notify(missing, lambda: run_sync(missing))
@@ -250,3 +244,17 @@ def test_run_and_notify_around_a_real_sync(
     assert "gone.sqlite does not exist" in inbox.messages[1].get_content()
     logged = log_file.read_text()
     assert "sync failed: source SQLite file" in logged and "alert sent to gis-team@county.example" in logged
+
+
+def test_a_damaged_state_file_does_not_silence_alerts(
+    starttls_server: tuple[int, Inbox], make_settings: Callable[..., Settings]
+) -> None:
+    port, inbox = starttls_server
+    settings = make_settings(port)
+    assert notify_run(settings, None, _source_down(), now=T0)
+    path = alert_state_path(settings)
+    path.write_text(path.read_text().replace(str(T0.year), "not-a-year"))
+    assert notify_run(settings, None, _source_down(), now=T0 + timedelta(minutes=1))
+    path.write_text("{ truncated")
+    assert notify_run(settings, None, _source_down(), now=T0 + timedelta(minutes=2))
+    assert len(inbox.messages) == 3

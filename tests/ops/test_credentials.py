@@ -123,9 +123,7 @@ def test_cli_set_and_delete_never_show_the_password(file_keyring: Path, clean_en
 
     config = _config(clean_env)
     runner = CliRunner()
-    stored = runner.invoke(
-        app, ["credentials", "set", "--config", str(config)], input=f"{PASSWORD}\n{PASSWORD}\n"
-    )
+    stored = runner.invoke(app, ["credentials", "set", "--config", str(config)], input=f"{PASSWORD}\n{PASSWORD}\n")
     assert stored.exit_code == 0, stored.output
     assert "stored the password for gis_reader@db.county.local:5433/parcels" in stored.output
     assert PASSWORD not in stored.output and "Kr;ng" not in stored.output
@@ -142,3 +140,14 @@ def test_cli_set_and_delete_never_show_the_password(file_keyring: Path, clean_en
     assert deleted.exit_code == 0 and "removed the password" in deleted.output
     again = runner.invoke(app, ["credentials", "delete", "--config", str(config)])
     assert again.exit_code == 0 and "no password stored" in again.output
+
+
+def test_nothing_is_stored_without_a_login_to_store_it_for(file_keyring: Path, clean_env: Path) -> None:
+    from countydatasync.errors import ConfigError
+
+    sqlite = load_settings(env_file=None)  # the sample county: a file, no user
+    with pytest.raises(ConfigError, match="names no user"):
+        set_password(sqlite, PASSWORD)
+    with pytest.raises(ConfigError, match="alerts.smtp_host and alerts.username"):
+        set_password(sqlite, PASSWORD, smtp=True)
+    assert not file_keyring.exists()

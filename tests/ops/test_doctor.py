@@ -33,9 +33,7 @@ def _by_name(checks: list[Check]) -> dict[str, Check]:
 
 @pytest.fixture(scope="module")
 def county(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_sample_county(
-        tmp_path_factory.mktemp("doctor") / "county.sqlite", SampleCounty(parcels=200, seed=3)
-    )
+    return write_sample_county(tmp_path_factory.mktemp("doctor") / "county.sqlite", SampleCounty(parcels=200, seed=3))
 
 
 def _sqlite_settings(county: Path, tmp_path: Path, **sections: object) -> Settings:
@@ -111,9 +109,7 @@ def test_smtp_answers_or_fails(tmp_path: Path) -> None:
         controller.stop()
     dead = check_smtp(Settings(alerts={**alerts, "smtp_port": free_port(), "timeout_seconds": 2}))
     assert ok.status == "pass" and f"logged in as {USER}" in ok.detail
-    assert (
-        wrong.status == "fail" and "SMTPAuthenticationError" in wrong.detail and "Wrong" not in wrong.detail
-    )
+    assert wrong.status == "fail" and "SMTPAuthenticationError" in wrong.detail and "Wrong" not in wrong.detail
     assert dead.status == "fail" and "ConnectionRefusedError" in dead.detail
 
 
@@ -151,9 +147,7 @@ def test_mssql_permission_queries_compile() -> None:
     assert compiled.construct_params({"qualified": privileges.mssql_qualified(spec)}) == {  # type: ignore[attr-defined]
         "qualified": "[dbo].[Master]]Parcels]"
     }
-    assert "fn_my_permissions(NULL, 'DATABASE')" in str(
-        privileges.MSSQL_DATABASE_PERMISSIONS.compile(dialect=dialect)
-    )
+    assert "fn_my_permissions(NULL, 'DATABASE')" in str(privileges.MSSQL_DATABASE_PERMISSIONS.compile(dialect=dialect))
     assert "IS_SRVROLEMEMBER('sysadmin')" in str(privileges.MSSQL_ROLES.compile(dialect=dialect))
     assert {"INSERT", "UPDATE", "DELETE", "ALTER", "CONTROL"} <= set(privileges.MSSQL_WRITES)
 
@@ -237,9 +231,7 @@ def test_a_role_that_can_write_is_warned_with_its_grants(pg_roles: dict[str, str
 
 @pg
 def test_postgres_catalog_problems_are_reported(pg_roles: dict[str, str], tmp_path: Path) -> None:
-    wrong_encoding = _pg_settings(
-        tmp_path, pg_roles["ro"], RO_PASSWORD, pg_roles["schema"], geometry_encoding="wkt"
-    )
+    wrong_encoding = _pg_settings(tmp_path, pg_roles["ro"], RO_PASSWORD, pg_roles["schema"], geometry_encoding="wkt")
     assert _by_name(run_checks(wrong_encoding))["column types"].status == "warn"
     no_table = _pg_settings(tmp_path, pg_roles["ro"], RO_PASSWORD, pg_roles["schema"], table="Missing")
     table = _by_name(run_checks(no_table))["source table"]
@@ -251,9 +243,7 @@ def test_an_unreachable_server_fails_without_the_password(pg_roles: dict[str, st
     settings = _pg_settings(tmp_path, pg_roles["ro"], RO_PASSWORD, pg_roles["schema"])
     url = sa.engine.make_url(settings.source.url).set(port=free_port())
     down = settings.model_copy(
-        update={
-            "source": settings.source.model_copy(update={"url": url.render_as_string(hide_password=False)})
-        }
+        update={"source": settings.source.model_copy(update={"url": url.render_as_string(hide_password=False)})}
     )
     reachable = _by_name(run_checks(down))["source reachable"]
     assert reachable.status == "fail" and "OperationalError" in reachable.detail

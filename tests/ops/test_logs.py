@@ -68,9 +68,7 @@ def test_file_and_console_get_records_without_the_password(tmp_path: Path) -> No
 
 
 def test_json_lines_and_rotation(tmp_path: Path) -> None:
-    path = configure_logging(
-        _settings(tmp_path, json_lines=True, max_bytes=2_000, backup_count=2), console=False
-    )
+    path = configure_logging(_settings(tmp_path, json_lines=True, max_bytes=2_000, backup_count=2), console=False)
     log = logging.getLogger("countydatasync.load")
     for n in range(60):
         log.warning("batch %d written with password=%s", n, PASSWORD)

@@ -90,9 +90,7 @@ def test_tokens_and_smtp_auth_are_removed() -> None:
 
 
 def test_ordinary_text_is_left_alone() -> None:
-    text = (
-        "run 12 (incremental): extracted 3,000, rejected 4; sqlite:///data/county.sqlite table MasterParcels"
-    )
+    text = "run 12 (incremental): extracted 3,000, rejected 4; sqlite:///data/county.sqlite table MasterParcels"
     assert redact(text) == text
     assert redact("postgresql://reader@db/gis") == "postgresql://reader@db/gis"
     register_secret("ab")  # too short to mask without destroying the log
@@ -113,9 +111,7 @@ def test_the_log_filter_redacts_message_arguments_and_traceback() -> None:
     handler.addFilter(RedactingFilter())
     logger.addHandler(handler)
     try:
-        logger.warning(
-            "connecting to %s", "mssql+pyodbc://u:x@dsn?odbc_connect=PWD%3D%7BRutabaga%3B%7D%7D42%7D"
-        )
+        logger.warning("connecting to %s", "mssql+pyodbc://u:x@dsn?odbc_connect=PWD%3D%7BRutabaga%3B%7D%7D42%7D")
         try:
             raise RuntimeError("login failed: PWD={Rutabaga;}}42}; for user gis")
         except RuntimeError:

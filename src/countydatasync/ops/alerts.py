@@ -122,6 +122,15 @@ def _load_state(path: Path) -> dict[str, str]:
         return {}
 
 
+def _parse_time(text: str) -> datetime:
+    """A stored send time; a damaged one counts as long ago, so the alert goes out."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def _save_state(path: Path, state: dict[str, str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
@@ -217,7 +226,7 @@ def _notify(settings: Settings, result: RunResult | None, error: BaseException |
     key = ("f:" if failed else "r:") + fingerprint(settings, result, error)
     state = _load_state(state_path)
     last = state.get(key)
-    if last is not None and now - datetime.fromisoformat(last) < timedelta(minutes=alerts.repeat_minutes):
+    if last is not None and now - _parse_time(last) < timedelta(minutes=alerts.repeat_minutes):
         log.info(
             "alert not re-sent: the same alert went out at %s (alerts.repeat_minutes = %s)",
             last,

@@ -53,6 +53,13 @@ def set_password(settings: Settings, password: str, smtp: bool = False) -> str:
     Raises CredentialStoreError when no usable store is available."""
     if not password:
         raise ConfigError("refusing to store an empty password")
+    if smtp and not (settings.alerts.username and settings.alerts.smtp_host):
+        raise ConfigError("set alerts.smtp_host and alerts.username before storing an SMTP password")
+    if not smtp and not _url_user(settings.source.url):
+        raise ConfigError(
+            "source.url names no user (e.g. postgresql+psycopg://reader@host/db), so there is "
+            "no login to store a password for; a SQLite source needs none"
+        )
     key = _key(settings, smtp)
     try:
         keyring.set_password(SERVICE, key, password)
