@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from countydatasync.errors import PermanentSourceError
+from countydatasync.errors import PermanentSourceError, RunLockedError
 from countydatasync.ops.alerts import alert_state_path, notify_run
 from countydatasync.settings import Settings
 from countydatasync.sync.result import RunResult
@@ -203,6 +203,7 @@ def test_nothing_is_sent_when_alerts_are_off_or_the_run_is_fine(
     port, inbox = starttls_server
     assert not notify_run(make_settings(port, to=[]), None, _source_down(), now=T0)
     assert not notify_run(make_settings(port, on_failure=False), None, _source_down(), now=T0)
+    assert not notify_run(make_settings(port), None, RunLockedError("another sync is running"), now=T0)
     assert not notify_run(make_settings(port), _result(status="succeeded", rejected=1), None, now=T0)
     assert inbox.messages == []
 

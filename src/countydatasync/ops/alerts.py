@@ -22,7 +22,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
-from countydatasync.errors import CountyDataSyncError
+from countydatasync.errors import CountyDataSyncError, RunLockedError
 from countydatasync.ops.redact import redact, settings_secrets
 from countydatasync.settings import AlertSettings, Settings
 from countydatasync.sync.result import RunResult
@@ -190,7 +190,8 @@ def run_and_notify(settings: Settings, run: Callable[[], RunResult]) -> RunResul
     """Call `run` (e.g. `lambda: run_sync(settings)`), log a failure to the log file and send the alerts its
     outcome calls for, then return its result or re-raise its exception unchanged.
 
-    A Ctrl-C (KeyboardInterrupt) or SystemExit is not a failure worth an e-mail and passes straight through.
+    A Ctrl-C (KeyboardInterrupt) or SystemExit is not a failure worth an e-mail and passes straight through;
+    neither is RunLockedError (another sync holds the lock), which is logged and re-raised without an alert.
     An exception carrying a `run_result` attribute (a RunResult) lends the alert its counts.
     """
     try:
@@ -212,6 +213,8 @@ def run_and_notify(settings: Settings, run: Callable[[], RunResult]) -> RunResul
 def _notify(settings: Settings, result: RunResult | None, error: BaseException | None, now: datetime) -> bool:
     alerts = settings.alerts
     if not alerts.configured:
+        return False
+    if isinstance(error, RunLockedError):  # another sync is running: nothing failed, nothing to report
         return False
     failed = error is not None or (result is not None and result.status == "failed")
     state_path = alert_state_path(settings)
