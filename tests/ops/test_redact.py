@@ -81,6 +81,8 @@ def test_registered_secrets_are_removed_in_any_format(password: str) -> None:
 
 def test_tokens_and_smtp_auth_are_removed() -> None:
     assert redact("Authorization: Bearer eyJhbGciOi.J9x-y_z") == f"Authorization: Bearer {MASK}"
+    assert redact("authorization: Basic Z2lzOnB3ZA==") == f"authorization: Basic {MASK}"
+    assert redact("curl -H 'Authorization: Token abc123def'") == f"curl -H 'Authorization: Token {MASK}'"
     assert redact("GET /api/runs?token=s3cr3t-t0ken&page=2") == f"GET /api/runs?token={MASK}&page=2"
     assert redact("send: 'AUTH PLAIN AGFsZXJ0cwBodW50ZXIy'") == f"send: 'AUTH PLAIN {MASK}"
     assert redact("{'password': 'hunter22', 'user': 'x'}") == f"{{'password': {MASK}, 'user': 'x'}}"
@@ -93,6 +95,8 @@ def test_ordinary_text_is_left_alone() -> None:
     text = "run 12 (incremental): extracted 3,000, rejected 4; sqlite:///data/county.sqlite table MasterParcels"
     assert redact(text) == text
     assert redact("postgresql://reader@db/gis") == "postgresql://reader@db/gis"
+    for prose in ("Basic checks passed", "auth login failed for gis", "Token expired at 3:00", "sqlite:///C:/gis/x.db"):
+        assert redact(prose) == prose
     register_secret("ab")  # too short to mask without destroying the log
     assert redact("tab stab") == "tab stab"
 

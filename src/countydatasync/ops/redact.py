@@ -64,8 +64,12 @@ _QUOTED_KEY = re.compile(
 _ENCODED_PASSWORD = re.compile(r"(?P<head>(?<![A-Za-z0-9])(?:pwd|password)%3D)(?P<secret>[^&\s'\"]+)", re.IGNORECASE)
 
 # Authorization headers and SMTP AUTH exchanges.
-_BEARER = re.compile(r"(?P<head>\b(?:Bearer|Basic|Token)\s+)(?P<secret>[A-Za-z0-9\-._~+/]+=*)", re.IGNORECASE)
-_SMTP_AUTH = re.compile(r"(?P<head>\bAUTH\s+(?:PLAIN|LOGIN|CRAM-MD5|XOAUTH2)\s+)(?P<secret>\S+)", re.IGNORECASE)
+_BEARER = re.compile(
+    r"(?P<head>\bBearer\s+|\bAuthorization\s*[:=]\s*(?:Basic|Token|Bearer)?\s*)(?P<secret>[A-Za-z0-9\-._~+/]+=*)",
+    re.IGNORECASE,
+)
+# Case-sensitive: smtplib's debug output has the verbs in capitals, prose ("auth login failed") does not.
+_SMTP_AUTH = re.compile(r"(?P<head>\bAUTH\s+(?:PLAIN|LOGIN|CRAM-MD5|XOAUTH2)\s+)(?P<secret>\S+)")
 
 _PATTERNS = (
     _URL_PASSWORD,
