@@ -15,6 +15,7 @@ import pytest
 def file_keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Select keyrings.alt's file backend the way a user would (PYTHON_KEYRING_BACKEND), storing under
     tmp_path; yields the keyring file. The previous backend is restored afterwards."""
+    pytest.importorskip("keyrings.alt", reason="keyrings.alt (a dev dependency) provides the file backend")
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyrings.alt.file.PlaintextKeyring")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     if os.name == "nt":
