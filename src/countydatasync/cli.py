@@ -18,6 +18,7 @@ from rich.table import Table
 from countydatasync import __version__
 from countydatasync.errors import CountyDataSyncError
 from countydatasync.ops import commands as ops_commands
+from countydatasync.ops.redact import redact
 from countydatasync.settings import DEFAULT_CONFIG_FILE, Settings, load_settings, settings_template
 from countydatasync.sync.result import RunResult
 from countydatasync.web.commands import serve
@@ -52,7 +53,7 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except CountyDataSyncError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {redact(str(exc))}", markup=True, highlight=False)
         raise typer.Exit(1) from None
 
 
@@ -96,10 +97,17 @@ def _report(result: RunResult) -> None:
 
 
 def _run(settings: Settings, full: bool = False, dry_run: bool = False) -> RunResult:
+    """A sync with rotating logs and e-mail alerts; the alert sees the original error before it is printed."""
+    from countydatasync.ops.alerts import run_and_notify
+    from countydatasync.ops.logs import configure_logging
     from countydatasync.sync import run_sync
 
+    with _errors():
+        configure_logging(settings, console_stream=err)
     with _errors(), _progress() as progress:
-        return run_sync(settings, full=full, dry_run=dry_run, progress=progress)  # type: ignore[arg-type]
+        return run_and_notify(
+            settings, lambda: run_sync(settings, full=full, dry_run=dry_run, progress=progress)  # type: ignore[arg-type]
+        )
 
 
 @app.command()

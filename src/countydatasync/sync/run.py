@@ -22,6 +22,7 @@ from countydatasync.errors import CountyDataSyncError
 from countydatasync.extract import Source, open_source
 from countydatasync.load import geopackage, stats, working
 from countydatasync.load.transaction import GEO, STATS, WORKING, StagingTransaction
+from countydatasync.ops.redact import redact, settings_secrets
 from countydatasync.settings import Settings
 from countydatasync.sync import producer
 from countydatasync.sync.apply import Publisher
@@ -108,6 +109,8 @@ class _Run:
             self._fill(result, "failed", exc)
             if not self.dry_run:
                 _record_failure(self.settings, result)
+            if isinstance(exc, Exception):
+                exc.run_result = result  # type: ignore[attr-defined]  # counts for the failure alert
             raise
         finally:
             if tx is not None:
@@ -226,7 +229,8 @@ class _Run:
         result.status = status
         result.finished_at = datetime.now(UTC)
         if exc is not None:
-            result.error = str(exc) if isinstance(exc, CountyDataSyncError) else f"{type(exc).__name__}: {exc}"
+            text = str(exc) if isinstance(exc, CountyDataSyncError) else f"{type(exc).__name__}: {exc}"
+            result.error = redact(text, settings_secrets(self.settings))
 
 
 FAILED_RUNS = "failed_runs.jsonl"
