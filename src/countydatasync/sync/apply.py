@@ -50,7 +50,8 @@ class Publisher:
         # adds what each batch changed.
         self.recompute = force and not self.initial
         self.late_duplicates: set[str] = set()
-        self.changed_keys: list[str] = []  # inserted or updated (for `status`, which marks them pending)
+        self.track_keys = False  # set by dry runs: `status` marks the changed keys pending
+        self.changed_keys: list[str] = []  # inserted or updated
         self.deleted_keys: list[str] = []
         seq = con.execute(f"SELECT seq FROM {GEO}.sqlite_sequence WHERE name = ?", (self.layer,)).fetchone()
         top = con.execute(f"SELECT max(fid) FROM {GEO}.{q(self.layer)}").fetchone()[0]
@@ -134,7 +135,8 @@ class Publisher:
                 "VALUES (?, ?, 'insert', NULL, ?)",
                 [(self.run_id, k, self.now) for k in parcels[self.key][~had_content]],
             )
-        self.changed_keys.extend(parcels[self.key][write].tolist())
+        if self.track_keys:
+            self.changed_keys.extend(parcels[self.key][write].tolist())
         self._write_working(rows, write & ~exists, write & exists)
         self._write_geo(rows, wkb, bounds, write & ~in_geo, write & in_geo)
         self._write_errors(error_keys, prev)

@@ -86,6 +86,7 @@ class _Run:
             force = self._prepare_schema(tx.con) or self.full
             result.run_id = stats.next_run_id(tx.con, STATS)
             self.publisher = Publisher(tx.con, self.settings, self.plan, result.run_id, self.now, force)
+            self.publisher.track_keys = self.dry_run
             result.mode = "full" if force or self.publisher.initial else "incremental"
             watermark = None if force else self._watermark(tx.con)
             self._extract(source, watermark)
