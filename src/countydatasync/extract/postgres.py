@@ -38,9 +38,10 @@ from countydatasync.extract.sql import SqlSource
 log = logging.getLogger(__name__)
 
 # SQLSTATEs worth retrying: connection exceptions (class 08), insufficient resources (53), serialization
-# failure, deadlock, admin/crash shutdown, cannot connect now, query cancelled or timed out, lock timeout.
+# failure, deadlock, admin/crash shutdown, cannot connect now, query cancelled or timed out, lock timeout,
+# and a snapshot closed by idle_in_transaction_session_timeout while the sync was busy writing.
 TRANSIENT_CLASSES = ("08", "53")
-TRANSIENT_CODES = {"40001", "40P01", "57P01", "57P02", "57P03", "57014", "55P03"}
+TRANSIENT_CODES = {"40001", "40P01", "57P01", "57P02", "57P03", "57014", "55P03", "25P03"}
 # A failed connection attempt carries no SQLSTATE; the server's FATAL text tells refusals from outages.
 REFUSED_LOGIN = (
     "authentication failed",
