@@ -331,6 +331,8 @@ def test_an_unreachable_server_is_retried_then_reported(
 )
 def test_errors_are_classified_by_sqlstate(sqlstate: str | None, text: str, transient: bool) -> None:
     assert is_transient(sqlstate, text) is transient
+    # Without a SQLSTATE only connection-level errors are worth a retry.
+    assert is_transient(sqlstate, text, connection_error=False) is (transient and sqlstate is not None)
 
 
 def test_a_statement_timeout_is_transient_and_retried_on_a_new_session(
