@@ -73,7 +73,8 @@ def validate_gpkg() -> Callable[[Path], None]:
     return check
 
 
-from hypothesis import Phase, settings as hypothesis_settings  # noqa: E402
+from hypothesis import Phase  # noqa: E402
+from hypothesis import settings as hypothesis_settings
 
 # `pytest --hypothesis-profile=fast-fail` reports the first failing example without shrinking it.
 hypothesis_settings.register_profile("fast-fail", phases=[Phase.explicit, Phase.reuse, Phase.generate])

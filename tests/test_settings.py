@@ -12,7 +12,7 @@ import shapely
 from pyproj import Transformer
 
 from countydatasync.errors import ConfigError
-from countydatasync.sample.county import SampleCounty, sample_batches, to_wkb_column
+from countydatasync.sample.county import SampleCounty, sample_batches
 from countydatasync.settings import load_settings, settings_template
 from countydatasync.sync import run_sync
 
@@ -24,7 +24,8 @@ def test_toml_then_dotenv_then_environment(tmp_path: Path, monkeypatch: pytest.M
     for name in ("CDS_SOURCE__TABLE", "CDS_SOURCE__BATCH_SIZE", "CDS_OUTPUT__LAYER", "CDS_CONFIG"):
         monkeypatch.delenv(name, raising=False)
     (tmp_path / "countydatasync.toml").write_text(
-        '[source]\ntable = "FromToml"\nbatch_size = 10\n[output]\nlayer = "toml_layer"\n')
+        '[source]\ntable = "FromToml"\nbatch_size = 10\n[output]\nlayer = "toml_layer"\n'
+    )
     (tmp_path / ".env").write_text("CDS_SOURCE__BATCH_SIZE=20\nCDS_OUTPUT__LAYER=env_file_layer\n")
     monkeypatch.setenv("CDS_OUTPUT__LAYER", "environment_layer")
     settings = load_settings()
@@ -59,11 +60,23 @@ def _other_county(path: Path, parcels: int) -> pd.DataFrame:
         geoms = frame["Shape"].to_numpy()
         ok = [isinstance(g, shapely.Geometry) for g in geoms]
         wkt = pd.Series([None] * len(frame), dtype=object)
-        wkt[ok] = shapely.to_wkt(shapely.transform(geoms[ok], lambda xy: __import__("numpy").column_stack(
-            to_utm.transform(xy[:, 0], xy[:, 1]))))
-        frames.append(pd.DataFrame({"ParcelNo": frame["PIN"], "Geo": wkt, "Owner": frame["OwnerName"],
-                                    "UseCode": frame["LandUseCode"], "Assessed": frame["TotalValue"],
-                                    "Edited": frame["LastModified"]}))
+        wkt[ok] = shapely.to_wkt(
+            shapely.transform(
+                geoms[ok], lambda xy: __import__("numpy").column_stack(to_utm.transform(xy[:, 0], xy[:, 1]))
+            )
+        )
+        frames.append(
+            pd.DataFrame(
+                {
+                    "ParcelNo": frame["PIN"],
+                    "Geo": wkt,
+                    "Owner": frame["OwnerName"],
+                    "UseCode": frame["LandUseCode"],
+                    "Assessed": frame["TotalValue"],
+                    "Edited": frame["LastModified"],
+                }
+            )
+        )
     data = pd.concat(frames, ignore_index=True)
     con = sqlite3.connect(path)
     data.to_sql("Parcel", con, index=False)
@@ -76,7 +89,7 @@ def test_a_county_with_another_schema_is_configured_by_settings_alone(tmp_path: 
     config = tmp_path / "county.toml"
     config.write_text(f"""
 [source]
-url = "sqlite:///{(tmp_path / 'other.sqlite').as_posix()}"
+url = "sqlite:///{(tmp_path / "other.sqlite").as_posix()}"
 table = "Parcel"
 key_column = "ParcelNo"
 key_name = "parcel_no"
@@ -103,7 +116,7 @@ dimensions = ["use_code"]
 measures = ["assessed_value"]
 
 [output]
-directory = "{(tmp_path / 'out').as_posix()}"
+directory = "{(tmp_path / "out").as_posix()}"
 layer = "county_parcels"
 target_srid = 4326
 """)

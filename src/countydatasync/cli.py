@@ -19,6 +19,7 @@ from countydatasync import __version__
 from countydatasync.errors import CountyDataSyncError
 from countydatasync.settings import DEFAULT_CONFIG_FILE, Settings, load_settings, settings_template
 from countydatasync.sync.result import RunResult
+from countydatasync.web.commands import serve
 
 app = typer.Typer(help="Keep staging copies of a county's MasterParcels table in sync.", no_args_is_help=True,
                   add_completion=False)
@@ -162,6 +163,9 @@ def demo(
         write_sample_county(source, SampleCounty(parcels=parcels))
     settings = Settings(source={"url": f"sqlite:///{source.as_posix()}"}, output={"directory": directory / "staging"})
     _report(_run(settings))
+
+
+app.command()(serve)  # the dashboard and REST API live in countydatasync.web
 
 
 def run() -> None:

@@ -114,7 +114,9 @@ class SourceSettings(BaseModel):
         description="Re-read rows modified this long before the last watermark, for clocks and "
         "transactions that commit late; re-read unchanged rows are recognised by their hash.",
     )
-    batch_size: int = Field(default=50_000, ge=1, description="Rows per extraction batch.")
+    batch_size: int = Field(
+        default=20_000, ge=1, description="Rows per extraction batch; memory grows with it (about 5 KB a row in flight)."
+    )
     max_retries: int = Field(default=5, ge=0, description="Retries of a batch after a transient failure.")
     retry_backoff_seconds: float = Field(
         default=1.0, ge=0, description="First retry delay; doubles on each further retry."
@@ -179,6 +181,46 @@ class OutputSettings(BaseModel):
         return self.directory / self.working_db
 
 
+class WebSettings(BaseModel):
+    """The dashboard and REST API started by `countydatasync serve`."""
+
+    host: str = Field(
+        default="127.0.0.1",
+        description="Address the server listens on; 127.0.0.1 keeps it on this machine. Use 0.0.0.0 only "
+        "behind a firewall or reverse proxy.",
+    )
+    port: int = Field(default=8750, ge=1, le=65535, description="TCP port the server listens on.")
+    token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token that POST /api/sync requires. Empty disables starting syncs from the web. "
+        "Prefer CDS_WEB__TOKEN or .env to writing it here.",
+    )
+    basemap_url: str | None = Field(
+        default=None,
+        description="Tile URL template for a basemap under the parcels, e.g. "
+        "https://tiles.example.gov/{z}/{x}/{y}.png; empty shows the parcels alone (works offline).",
+    )
+    basemap_attribution: str = Field(default="", description="Attribution text shown for the basemap.")
+    feature_cap: int = Field(
+        default=5000, ge=1, le=100_000,
+        description="Most parcels one map request returns; a larger viewport gets the first ones and a "
+        "'truncated' flag, and the map asks the user to zoom in.",
+    )
+    cors_origins: list[str] = Field(
+        default=[],
+        description="Origins allowed to call the API from other web pages (CORS); empty allows none.",
+    )
+
+    @field_validator("basemap_url")
+    @classmethod
+    def _http_template(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("https://", "http://")):
+            raise ValueError(f"basemap_url {value!r} must start with https:// or http://")
+        return value
+
+
 class Settings(BaseSettings):
     """Everything a run needs. Each field has a default and help text; `countydatasync init` writes them out."""
 
@@ -196,6 +238,7 @@ class Settings(BaseSettings):
     )
     stats: StatsSettings = Field(default_factory=StatsSettings, description="Aggregates in the stats DB.")
     output: OutputSettings = Field(default_factory=OutputSettings, description="The staging databases.")
+    web: WebSettings = Field(default_factory=WebSettings, description="The web dashboard and API.")
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

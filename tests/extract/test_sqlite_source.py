@@ -19,9 +19,11 @@ def _table(path: Path, keys: list[object]) -> Path:
 
 
 def _settings(path: Path, batch: int) -> Settings:
-    return Settings(source={"url": f"sqlite:///{path}", "batch_size": batch},
-                    columns=[{"source": "OwnerName", "name": "owner_name"}],
-                    stats={"dimensions": [], "measures": []})
+    return Settings(
+        source={"url": f"sqlite:///{path}", "batch_size": batch},
+        columns=[{"source": "OwnerName", "name": "owner_name"}],
+        stats={"dimensions": [], "measures": []},
+    )
 
 
 @pytest.mark.parametrize("batch", [1, 2, 3, 5, 100])
@@ -48,13 +50,16 @@ def test_missing_file_table_and_column_fail_clearly(tmp_path: Path) -> None:
     with pytest.raises(PermanentSourceError, match="does not exist"):
         open_source(_settings(tmp_path / "nope.sqlite", 10))
     path = _table(tmp_path / "s.sqlite", ["A"])
-    bad_table = _settings(path, 10).model_copy(update={"source": _settings(path, 10).source.model_copy(
-        update={"table": "Parcels; DROP TABLE MasterParcels"})})
+    bad_table = _settings(path, 10).model_copy(
+        update={"source": _settings(path, 10).source.model_copy(update={"table": "Parcels; DROP TABLE MasterParcels"})}
+    )
     with pytest.raises(SchemaError, match="not found"):
         list(open_source(bad_table).batches())
-    bad_column = Settings(source={"url": f"sqlite:///{path}", "key_column": 'PIN" OR 1=1 --'},
-                          columns=[{"source": "OwnerName", "name": "owner_name"}],
-                          stats={"dimensions": [], "measures": []})
+    bad_column = Settings(
+        source={"url": f"sqlite:///{path}", "key_column": 'PIN" OR 1=1 --'},
+        columns=[{"source": "OwnerName", "name": "owner_name"}],
+        stats={"dimensions": [], "measures": []},
+    )
     with pytest.raises(SchemaError, match="has no column"):
         list(open_source(bad_column).batches())
     assert sqlite3.connect(path).execute("SELECT count(*) FROM MasterParcels").fetchone()[0] == 1

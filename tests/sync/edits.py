@@ -23,31 +23,42 @@ def apply_edit(path: Path, op: str, pick: int) -> None:
         rows = con.execute("SELECT rowid, PIN FROM MasterParcels WHERE PIN IS NOT NULL ORDER BY rowid").fetchall()
         rowid, pin = rows[pick % len(rows)]
         if op == "attribute":
-            con.execute("UPDATE MasterParcels SET OwnerName = OwnerName || ' JR', LandValue = 12345.5, "
-                        "LastModified = ? WHERE rowid = ?", (stamp(), rowid))
+            con.execute(
+                "UPDATE MasterParcels SET OwnerName = OwnerName || ' JR', LandValue = 12345.5, "
+                "LastModified = ? WHERE rowid = ?",
+                (stamp(), rowid),
+            )
         elif op == "geometry":
             shape = con.execute("SELECT Shape FROM MasterParcels WHERE rowid = ?", (rowid,)).fetchone()[0]
             geom = shapely.from_wkb(shape, on_invalid="ignore") if shape else None
             if geom is None or geom.is_empty:
                 geom = shapely.box(1_030_000, 610_000, 1_030_050, 610_080)
             moved = shapely.transform(geom, lambda xy: xy + [1.5, -2.0])
-            con.execute("UPDATE MasterParcels SET Shape = ?, LastModified = ? WHERE rowid = ?",
-                        (shapely.to_wkb(moved), stamp(), rowid))
+            con.execute(
+                "UPDATE MasterParcels SET Shape = ?, LastModified = ? WHERE rowid = ?",
+                (shapely.to_wkb(moved), stamp(), rowid),
+            )
         elif op == "delete":
             con.execute("DELETE FROM MasterParcels WHERE rowid = ?", (rowid,))
         elif op == "insert":
             con.execute("INSERT INTO MasterParcels SELECT * FROM MasterParcels WHERE rowid = ?", (rowid,))
             new_pin = f"9{pick:010d}"
-            con.execute("UPDATE MasterParcels SET PIN = ?, LastModified = ? WHERE rowid = last_insert_rowid()",
-                        (new_pin, stamp()))
+            con.execute(
+                "UPDATE MasterParcels SET PIN = ?, LastModified = ? WHERE rowid = last_insert_rowid()",
+                (new_pin, stamp()),
+            )
         elif op == "reinsert":  # delete, then the same key comes back with other content
             con.execute("INSERT INTO MasterParcels SELECT * FROM MasterParcels WHERE rowid = ?", (rowid,))
             con.execute("DELETE FROM MasterParcels WHERE rowid = ?", (rowid,))
-            con.execute("UPDATE MasterParcels SET OwnerName = 'RETURNED', LastModified = ? "
-                        "WHERE rowid = last_insert_rowid()", (stamp(),))
+            con.execute(
+                "UPDATE MasterParcels SET OwnerName = 'RETURNED', LastModified = ? WHERE rowid = last_insert_rowid()",
+                (stamp(),),
+            )
         elif op == "break":
-            con.execute("UPDATE MasterParcels SET Shape = ?, LastModified = ? WHERE rowid = ?",
-                        (b"\x01\x03broken", stamp(), rowid))
+            con.execute(
+                "UPDATE MasterParcels SET Shape = ?, LastModified = ? WHERE rowid = ?",
+                (b"\x01\x03broken", stamp(), rowid),
+            )
         elif op == "mend":
             good = shapely.to_wkb(shapely.MultiPolygon([shapely.box(1_020_000, 600_000, 1_020_090, 600_140)]))
             con.execute("UPDATE MasterParcels SET Shape = ?, LastModified = ? WHERE rowid = ?", (good, stamp(), rowid))

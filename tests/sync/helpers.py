@@ -13,7 +13,9 @@ from countydatasync.settings import Settings
 
 def file_digests(settings: Settings) -> dict[str, str]:
     out = settings.output
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (out.geo_path, out.stats_path, out.working_path)}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (out.geo_path, out.stats_path, out.working_path)
+    }
 
 
 def query(path: Path, sql: str, params: tuple = ()) -> pd.DataFrame:

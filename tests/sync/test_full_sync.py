@@ -36,7 +36,11 @@ def test_counts_reconcile_and_are_kept_in_the_run_history(synced, sample_db: Pat
     assert result.inserted + result.rejected == rows and result.reconciles
     runs = query(settings.output.stats_path, "SELECT * FROM runs")
     assert runs.loc[0, ["extracted", "inserted", "rejected", "status"]].tolist() == [
-        rows, result.inserted, result.rejected, "succeeded"]
+        rows,
+        result.inserted,
+        result.rejected,
+        "succeeded",
+    ]
     features = pyogrio.read_info(settings.output.geo_path, layer="parcels")["features"]
     working = query(settings.output.working_path, "SELECT sync_status, count(*) AS n FROM parcels GROUP BY 1")
     assert features == result.inserted == working.set_index("sync_status")["n"]["synced"]
@@ -53,19 +57,28 @@ def test_geopackage_crs_geometry_and_spatial_index(synced, sample_db: Path, vali
     plain = frame[frame["sync_note"].isna()].set_index("pin")
     expected = shapely.from_wkb(source.loc[plain.index, "Shape"].to_numpy())
     got = plain.geometry.to_numpy()
-    assert shapely.equals_exact(shapely.normalize(got), shapely.normalize(
-        np.array([g if g.geom_type == "MultiPolygon" else shapely.MultiPolygon([g]) for g in expected])),
-        tolerance=1e-6).all()
+    assert shapely.equals_exact(
+        shapely.normalize(got),
+        shapely.normalize(
+            np.array([g if g.geom_type == "MultiPolygon" else shapely.MultiPolygon([g]) for g in expected])
+        ),
+        tolerance=1e-6,
+    ).all()
     con = sqlite3.connect(geo)
     assert con.execute("SELECT rtreecheck('rtree_parcels_geom')").fetchone()[0] == "ok"
     assert con.execute("SELECT count(*) FROM rtree_parcels_geom").fetchone()[0] == len(frame)
     # The R-tree answers a window query exactly like a brute-force scan of the geometries.
     minx, miny, maxx, maxy = frame.total_bounds
-    window = shapely.box(minx + (maxx - minx) * 0.3, miny + (maxy - miny) * 0.3,
-                         minx + (maxx - minx) * 0.5, miny + (maxy - miny) * 0.6)
-    ids = {r[0] for r in con.execute(
-        "SELECT id FROM rtree_parcels_geom WHERE maxx >= ? AND minx <= ? AND maxy >= ? AND miny <= ?",
-        (window.bounds[0], window.bounds[2], window.bounds[1], window.bounds[3]))}
+    window = shapely.box(
+        minx + (maxx - minx) * 0.3, miny + (maxy - miny) * 0.3, minx + (maxx - minx) * 0.5, miny + (maxy - miny) * 0.6
+    )
+    ids = {
+        r[0]
+        for r in con.execute(
+            "SELECT id FROM rtree_parcels_geom WHERE maxx >= ? AND minx <= ? AND maxy >= ? AND miny <= ?",
+            (window.bounds[0], window.bounds[2], window.bounds[1], window.bounds[3]),
+        )
+    }
     fids = pyogrio.read_dataframe(geo, layer="parcels", fid_as_index=True).index.to_numpy()
     boxes = shapely.box(*shapely.bounds(frame.geometry.to_numpy()).T)
     assert ids == set(fids[shapely.intersects(boxes, window)])
@@ -87,15 +100,23 @@ def test_aggregates_equal_a_pandas_groupby_of_the_source(synced, sample_db: Path
     source = source[source["PIN"].isin(loaded["pin"])]
     assert len(source) == len(loaded)
     aggregates = query(settings.output.stats_path, "SELECT * FROM aggregates").set_index(["dimension", "value"])
-    for dimension, column in [("land_use", "LandUseCode"), ("zoning", "Zoning"),
-                              ("neighborhood", "Neighborhood"), ("tax_district", "TaxDistrict")]:
+    for dimension, column in [
+        ("land_use", "LandUseCode"),
+        ("zoning", "Zoning"),
+        ("neighborhood", "Neighborhood"),
+        ("tax_district", "TaxDistrict"),
+    ]:
         numbers = source[["Acres", "LandValue", "ImprValue", "TotalValue"]].apply(pd.to_numeric)
         expected = numbers.groupby(source[column].fillna("")).agg(["sum", "count", "mean"])
         got = aggregates.loc[dimension]
         assert sorted(got.index) == sorted(expected.index)
         assert got["parcel_count"].to_dict() == source[column].fillna("").value_counts().to_dict()
-        for measure, src in [("acres", "Acres"), ("land_value", "LandValue"), ("improvement_value", "ImprValue"),
-                             ("total_value", "TotalValue")]:
+        for measure, src in [
+            ("acres", "Acres"),
+            ("land_value", "LandValue"),
+            ("improvement_value", "ImprValue"),
+            ("total_value", "TotalValue"),
+        ]:
             assert np.allclose(got.loc[expected.index, f"{measure}_sum"], expected[(src, "sum")], rtol=1e-9)
             assert np.allclose(got.loc[expected.index, f"{measure}_mean"], expected[(src, "mean")], rtol=1e-9)
 
@@ -109,8 +130,9 @@ def test_each_bad_record_kind_ends_in_the_errors_table(synced) -> None:
     assert errors.loc[errors["reason"] == "null_key", "pin"].isna().all()
     bad = errors[errors["reason"] == "bad_attribute"]
     assert bad["message"].str.contains("column year_built|column land_value|column last_sale_date").all()
-    status = query(settings.output.working_path,
-                   "SELECT pin, sync_status, sync_reason FROM parcels WHERE sync_status = 'error'")
+    status = query(
+        settings.output.working_path, "SELECT pin, sync_status, sync_reason FROM parcels WHERE sync_status = 'error'"
+    )
     rejected_keys = set(errors.loc[(errors["severity"] == "error") & errors["pin"].notna(), "pin"])
     assert set(status["pin"]) == rejected_keys
 
@@ -152,8 +174,10 @@ def test_a_killed_run_leaves_the_previous_outputs_intact(synced, tmp_path: Path)
     script = tmp_path / "kill_me.py"
     script.write_text(KILL_SCRIPT)
     marker = tmp_path / "marker"
-    child = subprocess.Popen([sys.executable, str(script), str(tmp_path / "settings.json"), str(marker)],
-                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "settings.json"), str(marker)],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     deadline = time.monotonic() + 60
     while not marker.exists() and time.monotonic() < deadline and child.poll() is None:
         time.sleep(0.05)

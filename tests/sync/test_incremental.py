@@ -7,7 +7,9 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from countydatasync.sample.county import SampleCounty, write_sample_county
 from countydatasync.settings import Settings
@@ -22,8 +24,9 @@ ATTRS = "pin, owner_name, land_value, land_use, acres, last_sale_date, gis_acres
 def published(settings: Settings) -> dict[str, object]:
     """What readers see, minus run ids and timestamps (which differ between equal states)."""
     out = settings.output
-    working = query(out.working_path, "SELECT pin, sync_status, sync_reason, attr_hash, geom_hash FROM parcels "
-                    "ORDER BY pin")
+    working = query(
+        out.working_path, "SELECT pin, sync_status, sync_reason, attr_hash, geom_hash FROM parcels ORDER BY pin"
+    )
     synced = working[working["sync_status"] == "synced"]
     errors = working[working["sync_status"] == "error"]
     geo = query(out.geo_path, f"SELECT {ATTRS}, hex(geom) AS g FROM parcels WHERE sync_status = 'synced' ORDER BY pin")
@@ -56,8 +59,9 @@ def base_county(tmp_root: Path) -> Path:
     return BASE["db"]
 
 
-script = st.lists(st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 10_000)), min_size=1, max_size=8),
-                  min_size=1, max_size=3)
+script = st.lists(
+    st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 10_000)), min_size=1, max_size=8), min_size=1, max_size=3
+)
 
 
 @hsettings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -35,8 +35,10 @@ if __name__ == "__main__":
 def _owners_edited(path: Path, every: int, label: str) -> int:
     con = sqlite3.connect(path)
     with con:
-        con.execute("UPDATE MasterParcels SET OwnerName = ?, LastModified = '2027-06-01T00:00:00' "
-                    "WHERE rowid % ? = 0", (label, every))
+        con.execute(
+            "UPDATE MasterParcels SET OwnerName = ?, LastModified = '2027-06-01T00:00:00' WHERE rowid % ? = 0",
+            (label, every),
+        )
     n = con.execute("SELECT count(*) FROM MasterParcels WHERE OwnerName = ?", (label,)).fetchone()[0]
     con.close()
     return n
@@ -51,8 +53,9 @@ def _state(settings) -> tuple[int, int, int]:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_points_leaves_old_or_new_state(source_copy: Path, make_settings, tmp_path: Path,
-                                                          validate_gpkg) -> None:
+def test_sigkill_at_random_points_leaves_old_or_new_state(
+    source_copy: Path, make_settings, tmp_path: Path, validate_gpkg
+) -> None:
     settings = make_settings(source_copy, source={"batch_size": 150})
     run_sync(settings)
     _owners_edited(source_copy, 7, "KILLED")
@@ -64,8 +67,9 @@ def test_sigkill_at_random_points_leaves_old_or_new_state(source_copy: Path, mak
     for attempt in range(22):
         old = file_digests(settings)
         marker = tmp_path / f"started{attempt}"
-        child = subprocess.Popen([sys.executable, str(tmp_path / "run.py"), str(tmp_path / "settings.json"),
-                                  str(marker)], env=env)
+        child = subprocess.Popen(
+            [sys.executable, str(tmp_path / "run.py"), str(tmp_path / "settings.json"), str(marker)], env=env
+        )
         while not marker.exists() and child.poll() is None:
             time.sleep(0.005)
         time.sleep(rng.uniform(0.0, 0.9))
@@ -141,8 +145,10 @@ def test_pending_is_found_without_publishing(source_copy: Path, make_settings) -
     assert digests["parcels.gpkg"] == geo_before and digests["stats.sqlite"] == stats_before
     after = run_sync(settings)
     assert after.updated == result.updated
-    assert query(settings.output.working_path, "SELECT count(*) AS n FROM parcels WHERE sync_status = 'pending'")[
-        "n"][0] == 0
+    assert (
+        query(settings.output.working_path, "SELECT count(*) AS n FROM parcels WHERE sync_status = 'pending'")["n"][0]
+        == 0
+    )
 
 
 def test_dry_run_writes_nothing(source_copy: Path, make_settings) -> None:
@@ -169,25 +175,40 @@ def test_tables_added_by_other_applications_survive(source_copy: Path, make_sett
     _owners_edited(source_copy, 13, "NOTES TEST")
     run_sync(settings)
     run_sync(settings, full=True)
-    changed = make_settings(source_copy, columns=[{"source": "OwnerName", "name": "owner"},
-                                                  {"source": "LandUseCode", "name": "land_use"},
-                                                  {"source": "Acres", "name": "acres", "type": "real"}],
-                            stats={"dimensions": ["land_use"], "measures": ["acres"]})
+    changed = make_settings(
+        source_copy,
+        columns=[
+            {"source": "OwnerName", "name": "owner"},
+            {"source": "LandUseCode", "name": "land_use"},
+            {"source": "Acres", "name": "acres", "type": "real"},
+        ],
+        stats={"dimensions": ["land_use"], "measures": ["acres"]},
+    )
     run_sync(changed)  # a schema change rebuilds our tables, not theirs
     notes = query(settings.output.working_path, "SELECT * FROM field_notes")
     assert notes.to_dict("records") == [{"pin": "10000000007", "note": "fence on the north line"}]
 
 
-def test_one_run_at_a_time_and_a_crashed_holder_releases_the_lock(source_copy: Path, make_settings,
-                                                                   tmp_path: Path) -> None:
+def test_one_run_at_a_time_and_a_crashed_holder_releases_the_lock(
+    source_copy: Path, make_settings, tmp_path: Path
+) -> None:
     settings = make_settings(source_copy)
     with run_lock(settings.output.directory), pytest.raises(RunLockedError, match="another sync is running"):
         run_sync(settings)
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time, pathlib; from countydatasync.sync.lock import run_lock\n"
-        "with run_lock(pathlib.Path(sys.argv[1])):\n"
-        "    pathlib.Path(sys.argv[2]).write_text('held'); time.sleep(60)\n"),
-        str(settings.output.directory), str(tmp_path / "held")], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time, pathlib; from countydatasync.sync.lock import run_lock\n"
+                "with run_lock(pathlib.Path(sys.argv[1])):\n"
+                "    pathlib.Path(sys.argv[2]).write_text('held'); time.sleep(60)\n"
+            ),
+            str(settings.output.directory),
+            str(tmp_path / "held"),
+        ],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     while not (tmp_path / "held").exists():
         time.sleep(0.01)
     with pytest.raises(RunLockedError):

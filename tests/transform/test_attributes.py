@@ -10,14 +10,20 @@ from countydatasync.transform.attributes import convert_attributes, convert_colu
 
 def test_driver_types_become_storage_values() -> None:
     # What pyodbc / psycopg hand back: Decimal, datetime, bytes, None.
-    raw = pd.DataFrame({
-        "V": pd.Series([Decimal("123456.78"), None, "$1,250.50"], dtype=object),
-        "Y": pd.Series([1973, "1999", None], dtype=object),
-        "D": pd.Series([dt.datetime(2020, 5, 1, 13, 30), "2021-02-03", "03/04/2019"], dtype=object),
-        "N": pd.Series([b"SMITH, JOHN ", "  ", 98501], dtype=object),
-    })
-    columns = [ColumnSpec(source="V", name="v", type="real"), ColumnSpec(source="Y", name="y", type="integer"),
-               ColumnSpec(source="D", name="d", type="date"), ColumnSpec(source="N", name="n", type="text")]
+    raw = pd.DataFrame(
+        {
+            "V": pd.Series([Decimal("123456.78"), None, "$1,250.50"], dtype=object),
+            "Y": pd.Series([1973, "1999", None], dtype=object),
+            "D": pd.Series([dt.datetime(2020, 5, 1, 13, 30), "2021-02-03", "03/04/2019"], dtype=object),
+            "N": pd.Series([b"SMITH, JOHN ", "  ", 98501], dtype=object),
+        }
+    )
+    columns = [
+        ColumnSpec(source="V", name="v", type="real"),
+        ColumnSpec(source="Y", name="y", type="integer"),
+        ColumnSpec(source="D", name="d", type="date"),
+        ColumnSpec(source="N", name="n", type="text"),
+    ]
     out = convert_attributes(raw, columns)
     assert not out.bad.any()
     assert out.frame["v"].tolist()[0] == 123456.78 and np.isnan(out.frame["v"].tolist()[1])
@@ -30,8 +36,9 @@ def test_driver_types_become_storage_values() -> None:
 
 def test_bad_values_are_reported_with_column_and_value() -> None:
     raw = pd.DataFrame({"Y": ["1950", "unknown", "1960.5"], "D": ["2019-13-45", "2020-01-01", None]})
-    out = convert_attributes(raw, [ColumnSpec(source="Y", name="year", type="integer"),
-                                   ColumnSpec(source="D", name="sold", type="date")])
+    out = convert_attributes(
+        raw, [ColumnSpec(source="Y", name="year", type="integer"), ColumnSpec(source="D", name="sold", type="date")]
+    )
     assert out.bad_column.tolist() == ["sold", "year", "year"]
     assert out.bad_value.tolist() == ["2019-13-45", "unknown", "1960.5"]
 

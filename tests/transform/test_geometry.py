@@ -16,12 +16,20 @@ def wkb(text: str) -> bytes:
 
 
 def test_each_geometry_problem_gets_its_reason() -> None:
-    values = pd.Series([wkb(SQUARE), None, wkb("POLYGON EMPTY"), b"\x01\x03garbage", wkb("POINT (1 2)"),
-                        wkb(BOWTIE), wkb(FLAT)], dtype=object)
+    values = pd.Series(
+        [wkb(SQUARE), None, wkb("POLYGON EMPTY"), b"\x01\x03garbage", wkb("POINT (1 2)"), wkb(BOWTIE), wkb(FLAT)],
+        dtype=object,
+    )
     out = clean_geometries(values, "wkb", 2927, 2927)
-    assert list(out.reasons) == [None, Reason.NULL_GEOMETRY, Reason.EMPTY_GEOMETRY, Reason.UNPARSEABLE_GEOMETRY,
-                                 Reason.NON_POLYGONAL, Reason.INVALID_GEOMETRY_REPAIRED,
-                                 Reason.INVALID_GEOMETRY_REJECTED]
+    assert list(out.reasons) == [
+        None,
+        Reason.NULL_GEOMETRY,
+        Reason.EMPTY_GEOMETRY,
+        Reason.UNPARSEABLE_GEOMETRY,
+        Reason.NON_POLYGONAL,
+        Reason.INVALID_GEOMETRY_REPAIRED,
+        Reason.INVALID_GEOMETRY_REJECTED,
+    ]
     assert list(out.rejected) == [False, True, True, True, True, False, True]
     assert "Self-intersection" in out.messages[5]
     kept = out.geoms[[0, 5]]
@@ -31,9 +39,13 @@ def test_each_geometry_problem_gets_its_reason() -> None:
 
 
 def test_wkt_input_z_values_and_collections() -> None:
-    values = pd.Series(["POLYGON Z ((0 0 5, 4 0 5, 4 4 5, 0 4 5, 0 0 5))",
-                        "GEOMETRYCOLLECTION (POLYGON ((0 0, 1 0, 1 1, 0 0)), LINESTRING (0 0, 5 5))",
-                        "not wkt at all"])
+    values = pd.Series(
+        [
+            "POLYGON Z ((0 0 5, 4 0 5, 4 4 5, 0 4 5, 0 0 5))",
+            "GEOMETRYCOLLECTION (POLYGON ((0 0, 1 0, 1 1, 0 0)), LINESTRING (0 0, 5 5))",
+            "not wkt at all",
+        ]
+    )
     out = clean_geometries(values, "wkt", 2927, 2927)
     assert not shapely.has_z(out.geoms[0])
     assert out.geoms[1].geom_type == "MultiPolygon" and out.reasons[1] == Reason.INVALID_GEOMETRY_REPAIRED

@@ -25,8 +25,14 @@ HEADER = np.dtype([("magic", "S2"), ("version", "u1"), ("flags", "u1"), ("srs_id
 # flags: bit 0 little-endian, bits 1-3 envelope [minx, maxx, miny, maxy]; never empty (empties are rejected).
 HEADER_FLAGS = 0b0000_0011
 
-SQL_TYPES = {"text": "TEXT", "integer": "INTEGER", "real": "REAL", "date": "DATE", "datetime": "DATETIME",
-             "boolean": "BOOLEAN"}
+SQL_TYPES = {
+    "text": "TEXT",
+    "integer": "INTEGER",
+    "real": "REAL",
+    "date": "DATE",
+    "datetime": "DATETIME",
+    "boolean": "BOOLEAN",
+}
 
 CORE_DDL = [
     "CREATE TABLE IF NOT EXISTS {s}.gpkg_spatial_ref_sys (srs_name TEXT NOT NULL, srs_id INTEGER NOT NULL "
@@ -111,12 +117,18 @@ def _count_trigger_sql(layer: str) -> dict[str, str]:
 
 def layer_columns(key_name: str, columns: Sequence[ColumnSpec]) -> list[tuple[str, str]]:
     """(name, SQL type) of the layer's attribute columns, in table order after fid and geom."""
-    return [(key_name, "TEXT"), *((c.name, SQL_TYPES[c.type]) for c in columns), ("gis_acres", "REAL"),
-            ("sync_status", "TEXT"), ("sync_note", "TEXT")]
+    return [
+        (key_name, "TEXT"),
+        *((c.name, SQL_TYPES[c.type]) for c in columns),
+        ("gis_acres", "REAL"),
+        ("sync_status", "TEXT"),
+        ("sync_note", "TEXT"),
+    ]
 
 
-def create_layer(con: sqlite3.Connection, schema: str, layer: str, key_name: str,
-                 columns: Sequence[ColumnSpec], srid: int) -> None:
+def create_layer(
+    con: sqlite3.Connection, schema: str, layer: str, key_name: str, columns: Sequence[ColumnSpec], srid: int
+) -> None:
     """Create the GeoPackage core tables (if missing) and the parcels layer with its R-tree."""
     s = schema
     con.execute(f"PRAGMA {s}.application_id = {GPKG_APPLICATION_ID}")
@@ -133,8 +145,9 @@ def create_layer(con: sqlite3.Connection, schema: str, layer: str, key_name: str
         f"{q(name)} {typ}{' NOT NULL UNIQUE' if name == key_name else ''}"
         for name, typ in layer_columns(key_name, columns)
     )
-    con.execute(f'CREATE TABLE {s}.{q(layer)} ("fid" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, '
-                f'"geom" MULTIPOLYGON, {attrs})')
+    con.execute(
+        f'CREATE TABLE {s}.{q(layer)} ("fid" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, "geom" MULTIPOLYGON, {attrs})'
+    )
     con.execute(f"CREATE VIRTUAL TABLE {s}.{q(rtree_name(layer))} USING rtree(id, minx, maxx, miny, maxy)")
     con.execute(
         f"INSERT INTO {s}.gpkg_contents (table_name, data_type, identifier, description, srs_id) "
@@ -178,17 +191,20 @@ def geometry_blobs(wkb: np.ndarray, bounds: np.ndarray, srid: int) -> list[bytes
     header["envelope"] = bounds[:, [0, 2, 1, 3]]  # shapely (minx, miny, maxx, maxy) -> GPKG (minx, maxx, miny, maxy)
     raw = memoryview(header.tobytes())
     size = HEADER.itemsize
-    return [raw[i * size:(i + 1) * size].tobytes() + w for i, w in enumerate(wkb)]
+    return [raw[i * size : (i + 1) * size].tobytes() + w for i, w in enumerate(wkb)]
 
 
-def refresh_contents(con: sqlite3.Connection, schema: str, layer: str,
-                     extent: tuple[float, float, float, float] | None = None) -> None:
+def refresh_contents(
+    con: sqlite3.Connection, schema: str, layer: str, extent: tuple[float, float, float, float] | None = None
+) -> None:
     """Set the layer's extent and last_change in gpkg_contents and its count in gpkg_ogr_contents.
 
     extent: (minx, miny, maxx, maxy) when known; otherwise read from the R-tree (one pass over its leaves).
     """
     if extent is None:
-        extent = con.execute(f"SELECT min(minx), min(miny), max(maxx), max(maxy) FROM {schema}.{q(rtree_name(layer))}").fetchone()
+        extent = con.execute(
+            f"SELECT min(minx), min(miny), max(maxx), max(maxy) FROM {schema}.{q(rtree_name(layer))}"
+        ).fetchone()
     con.execute(
         f"UPDATE {schema}.gpkg_contents SET min_x = ?, min_y = ?, max_x = ?, max_y = ?, "
         "last_change = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE table_name = ?",

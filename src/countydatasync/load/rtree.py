@@ -36,8 +36,10 @@ class RtreeBulkLoader:
 
     def __init__(self, con: sqlite3.Connection, schema: str, name: str) -> None:
         self.con, self.schema, self.name = con, schema, name
-        con.execute("CREATE TEMP TABLE IF NOT EXISTS rtree_stage (cx REAL, cy REAL, id INTEGER, minx REAL, "
-                    "maxx REAL, miny REAL, maxy REAL)")
+        con.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS rtree_stage (cx REAL, cy REAL, id INTEGER, minx REAL, "
+            "maxx REAL, miny REAL, maxy REAL)"
+        )
         con.execute("DELETE FROM temp.rtree_stage")
         self.count = 0
 
@@ -47,13 +49,23 @@ class RtreeBulkLoader:
         cy = (bounds[:, 1] + bounds[:, 3]) / 2
         self.con.executemany(
             "INSERT INTO temp.rtree_stage VALUES (?, ?, ?, ?, ?, ?, ?)",
-            zip(cx.tolist(), cy.tolist(), ids, bounds[:, 0].tolist(), bounds[:, 2].tolist(),
-                bounds[:, 1].tolist(), bounds[:, 3].tolist(), strict=True),
+            zip(
+                cx.tolist(),
+                cy.tolist(),
+                ids,
+                bounds[:, 0].tolist(),
+                bounds[:, 2].tolist(),
+                bounds[:, 1].tolist(),
+                bounds[:, 3].tolist(),
+                strict=True,
+            ),
         )
         self.count += len(ids)
 
     def _node_size(self) -> int:
-        row = self.con.execute(f"SELECT length(data) FROM {self.schema}.{q(self.name + '_node')} WHERE nodeno = 1").fetchone()
+        row = self.con.execute(
+            f"SELECT length(data) FROM {self.schema}.{q(self.name + '_node')} WHERE nodeno = 1"
+        ).fetchone()
         return int(row[0])
 
     def build(self) -> tuple[float, float, float, float] | None:
@@ -79,10 +91,12 @@ class RtreeBulkLoader:
             for start in range(0, len(part), fanout):
                 nodeno = next_node
                 next_node += 1
-                nodes.append((nodeno, self._blob(ids[start:start + fanout], boxes[start:start + fanout], size)))
-                self.con.executemany(f"INSERT INTO {rowid_t} (rowid, nodeno) VALUES (?, ?)",
-                                     ((int(i), nodeno) for i in ids[start:start + fanout]))
-                parents.append((nodeno, self._cover(boxes[start:start + fanout])))
+                nodes.append((nodeno, self._blob(ids[start : start + fanout], boxes[start : start + fanout], size)))
+                self.con.executemany(
+                    f"INSERT INTO {rowid_t} (rowid, nodeno) VALUES (?, ?)",
+                    ((int(i), nodeno) for i in ids[start : start + fanout]),
+                )
+                parents.append((nodeno, self._cover(boxes[start : start + fanout])))
             if len(nodes) > 256:
                 self.con.executemany(f"INSERT INTO {node_t} (nodeno, data) VALUES (?, ?)", nodes)
                 nodes = []
@@ -97,11 +111,13 @@ class RtreeBulkLoader:
                 only = level[0][0]
                 self._make_root(only, depth, node_t, rowid_t, parent_t)
                 return self.con.execute(
-                    "SELECT min(minx), min(miny), max(maxx), max(maxy) FROM temp.rtree_stage").fetchone()
+                    "SELECT min(minx), min(miny), max(maxx), max(maxy) FROM temp.rtree_stage"
+                ).fetchone()
             level, next_node = self._pack_level(level, fanout, size, next_node, node_t, parent_t)
 
-    def _pack_level(self, level: list[tuple[int, np.ndarray]], fanout: int, size: int, next_node: int,
-                    node_t: str, parent_t: str) -> tuple[list[tuple[int, np.ndarray]], int]:
+    def _pack_level(
+        self, level: list[tuple[int, np.ndarray]], fanout: int, size: int, next_node: int, node_t: str, parent_t: str
+    ) -> tuple[list[tuple[int, np.ndarray]], int]:
         ids = np.array([n for n, _ in level], dtype=np.int64)
         boxes = np.array([b for _, b in level], dtype=np.float32)
         centre_x, centre_y = (boxes[:, 0] + boxes[:, 1]) / 2, (boxes[:, 2] + boxes[:, 3]) / 2
@@ -109,16 +125,20 @@ class RtreeBulkLoader:
         per_slice = math.ceil(math.sqrt(math.ceil(len(level) / fanout))) * fanout
         out: list[tuple[int, np.ndarray]] = []
         for s in range(0, len(order), per_slice):
-            chunk = order[s:s + per_slice]
+            chunk = order[s : s + per_slice]
             chunk = chunk[np.argsort(centre_y[chunk], kind="stable")]
             for start in range(0, len(chunk), fanout):
-                members = chunk[start:start + fanout]
+                members = chunk[start : start + fanout]
                 nodeno = next_node
                 next_node += 1
-                self.con.execute(f"INSERT INTO {node_t} (nodeno, data) VALUES (?, ?)",
-                                 (nodeno, self._blob(ids[members], boxes[members], size)))
-                self.con.executemany(f"INSERT INTO {parent_t} (nodeno, parentnode) VALUES (?, ?)",
-                                     ((int(child), nodeno) for child in ids[members]))
+                self.con.execute(
+                    f"INSERT INTO {node_t} (nodeno, data) VALUES (?, ?)",
+                    (nodeno, self._blob(ids[members], boxes[members], size)),
+                )
+                self.con.executemany(
+                    f"INSERT INTO {parent_t} (nodeno, parentnode) VALUES (?, ?)",
+                    ((int(child), nodeno) for child in ids[members]),
+                )
                 out.append((nodeno, self._cover(boxes[members])))
         return out, next_node
 

@@ -17,8 +17,23 @@ from countydatasync.load.geopackage import q
 from countydatasync.load.working import COUNTED
 from countydatasync.sync.result import RunResult
 
-RUN_COLUMNS = ["run_id", "started_at", "finished_at", "status", "mode", "source", "extracted", "inserted",
-               "updated", "unchanged", "rejected", "deleted", "repaired", "duration_s", "message"]
+RUN_COLUMNS = [
+    "run_id",
+    "started_at",
+    "finished_at",
+    "status",
+    "mode",
+    "source",
+    "extracted",
+    "inserted",
+    "updated",
+    "unchanged",
+    "rejected",
+    "deleted",
+    "repaired",
+    "duration_s",
+    "message",
+]
 
 Deltas = dict[tuple[str, str], list[float]]
 
@@ -31,7 +46,9 @@ def create_tables(con: sqlite3.Connection, schema: str, measures: Sequence[str])
         "repaired INTEGER, duration_s REAL, message TEXT)"
     )
     con.execute(f"CREATE INDEX IF NOT EXISTS {schema}.ix_runs_started ON runs (started_at)")
-    measure_cols = "".join(f", {q(m + '_sum')} REAL, {q(m + '_count')} INTEGER, {q(m + '_mean')} REAL" for m in measures)
+    measure_cols = "".join(
+        f", {q(m + '_sum')} REAL, {q(m + '_count')} INTEGER, {q(m + '_mean')} REAL" for m in measures
+    )
     con.execute(
         f"CREATE TABLE IF NOT EXISTS {schema}.aggregates (dimension TEXT NOT NULL, value TEXT NOT NULL, "
         f"parcel_count INTEGER NOT NULL{measure_cols}, PRIMARY KEY (dimension, value))"
@@ -49,23 +66,40 @@ def next_run_id(con: sqlite3.Connection, schema: str) -> int:
 def record_run(con: sqlite3.Connection, schema: str, result: RunResult) -> None:
     """Insert or replace the run's row in the history."""
     values = [
-        result.run_id, result.started_at.isoformat(), result.finished_at.isoformat() if result.finished_at else None,
-        result.status, result.mode, result.source, result.extracted, result.inserted, result.updated,
-        result.unchanged, result.rejected, result.deleted, result.repaired, round(result.duration_s, 3), result.error,
+        result.run_id,
+        result.started_at.isoformat(),
+        result.finished_at.isoformat() if result.finished_at else None,
+        result.status,
+        result.mode,
+        result.source,
+        result.extracted,
+        result.inserted,
+        result.updated,
+        result.unchanged,
+        result.rejected,
+        result.deleted,
+        result.repaired,
+        round(result.duration_s, 3),
+        result.error,
     ]
-    con.execute(f"INSERT OR REPLACE INTO {schema}.runs ({', '.join(RUN_COLUMNS)}) VALUES "
-                f"({', '.join('?' * len(RUN_COLUMNS))})", values)
+    con.execute(
+        f"INSERT OR REPLACE INTO {schema}.runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' * len(RUN_COLUMNS))})",
+        values,
+    )
 
 
 def _group_query(working: str, key_name: str, dimension: str, measures: Sequence[str], keyed: bool) -> str:
     sums = "".join(f", sum({q(m)}), count({q(m)})" for m in measures)
     where = f" AND {q(key_name)} IN (SELECT value FROM json_each(?))" if keyed else ""
-    return (f"SELECT coalesce(CAST({q(dimension)} AS TEXT), ''), count(*){sums} FROM {working}.parcels "
-            f"WHERE {COUNTED}{where} GROUP BY 1")
+    return (
+        f"SELECT coalesce(CAST({q(dimension)} AS TEXT), ''), count(*){sums} FROM {working}.parcels "
+        f"WHERE {COUNTED}{where} GROUP BY 1"
+    )
 
 
-def recompute(con: sqlite3.Connection, stats: str, working: str, key_name: str,
-              dimensions: Sequence[str], measures: Sequence[str]) -> None:
+def recompute(
+    con: sqlite3.Connection, stats: str, working: str, key_name: str, dimensions: Sequence[str], measures: Sequence[str]
+) -> None:
     """Replace all aggregates with a GROUP BY over the working DB."""
     con.execute(f"DELETE FROM {stats}.aggregates")
     deltas: Deltas = {}
@@ -75,8 +109,14 @@ def recompute(con: sqlite3.Connection, stats: str, working: str, key_name: str,
     apply_deltas(con, stats, deltas, measures)
 
 
-def contributions(con: sqlite3.Connection, working: str, key_name: str, keys: Iterable[str],
-                  dimensions: Sequence[str], measures: Sequence[str]) -> Deltas:
+def contributions(
+    con: sqlite3.Connection,
+    working: str,
+    key_name: str,
+    keys: Iterable[str],
+    dimensions: Sequence[str],
+    measures: Sequence[str],
+) -> Deltas:
     """What the given parcels currently add to each group."""
     payload = json.dumps(list(keys))
     out: Deltas = {}

@@ -26,12 +26,14 @@ WORKING, GEO, STATS = "main", "geo", "stats"
 class StagingTransaction:
     """Opens the staging databases and holds a write transaction on all three until commit or rollback."""
 
-    def __init__(self, output: OutputSettings, cache_mib: int = 64) -> None:
+    def __init__(self, output: OutputSettings, cache_mib: int = 16) -> None:
         output.directory.mkdir(parents=True, exist_ok=True)
         self.paths = {WORKING: output.working_path, GEO: output.geo_path, STATS: output.stats_path}
         try:
             self.con = sqlite3.connect(
-                self.paths[WORKING], isolation_level=None, timeout=output.busy_timeout_seconds,
+                self.paths[WORKING],
+                isolation_level=None,
+                timeout=output.busy_timeout_seconds,
                 check_same_thread=False,
             )
             self.con.execute("ATTACH DATABASE ? AS geo", (str(self.paths[GEO]),))
@@ -80,8 +82,9 @@ class StagingTransaction:
     def __enter__(self) -> StagingTransaction:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 

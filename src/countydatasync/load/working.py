@@ -77,8 +77,13 @@ def set_state(con: sqlite3.Connection, schema: str, name: str, value: str | None
     )
 
 
-def previous_versions(con: sqlite3.Connection, schema: str, key_name: str, keys: list[str],
-                      columns: Sequence[str] = ("attr_hash", "geom_hash", "sync_status", "in_geo")) -> pd.DataFrame:
+def previous_versions(
+    con: sqlite3.Connection,
+    schema: str,
+    key_name: str,
+    keys: list[str],
+    columns: Sequence[str] = ("attr_hash", "geom_hash", "sync_status", "in_geo"),
+) -> pd.DataFrame:
     """The stored state of the given parcels (absent keys are simply missing), indexed by key."""
     select = ", ".join(q(c) for c in (key_name, *columns))
     rows = con.execute(
@@ -86,4 +91,3 @@ def previous_versions(con: sqlite3.Connection, schema: str, key_name: str, keys:
         (json.dumps(list(keys)),),
     ).fetchall()
     return pd.DataFrame.from_records(rows, columns=[key_name, *columns]).set_index(key_name)
-

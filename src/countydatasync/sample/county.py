@@ -55,26 +55,115 @@ LAND_USES = [
     ("91", "Vacant Land", 0.10, "R-4"),
     ("94", "Open Space", 0.04, "OS"),
 ]
-FIRST = ["James", "Mary", "Robert", "Patricia", "John", "Jennifer", "Michael", "Linda", "David", "Elizabeth",
-         "William", "Barbara", "Richard", "Susan", "Joseph", "Jessica", "Thomas", "Karen", "Maria", "Wei"]
-LAST = ["Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez", "Martinez",
-        "Nguyen", "Anderson", "Taylor", "Thomas", "Moore", "Jackson", "Lee", "Olsen", "O'Brien", "Kowalski"]
-STREETS = ["Capitol", "Harrison", "Division", "Martin", "Pacific", "Cooper Point", "Boston Harbor", "Yelm",
-           "Rainier", "Lacey", "Evergreen Park", "College", "Sleater Kinney", "Black Lake", "Delphi", "Mud Bay"]
+FIRST = [
+    "James",
+    "Mary",
+    "Robert",
+    "Patricia",
+    "John",
+    "Jennifer",
+    "Michael",
+    "Linda",
+    "David",
+    "Elizabeth",
+    "William",
+    "Barbara",
+    "Richard",
+    "Susan",
+    "Joseph",
+    "Jessica",
+    "Thomas",
+    "Karen",
+    "Maria",
+    "Wei",
+]
+LAST = [
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Nguyen",
+    "Anderson",
+    "Taylor",
+    "Thomas",
+    "Moore",
+    "Jackson",
+    "Lee",
+    "Olsen",
+    "O'Brien",
+    "Kowalski",
+]
+STREETS = [
+    "Capitol",
+    "Harrison",
+    "Division",
+    "Martin",
+    "Pacific",
+    "Cooper Point",
+    "Boston Harbor",
+    "Yelm",
+    "Rainier",
+    "Lacey",
+    "Evergreen Park",
+    "College",
+    "Sleater Kinney",
+    "Black Lake",
+    "Delphi",
+    "Mud Bay",
+]
 SUFFIXES = ["St", "Ave", "Blvd", "Way", "Rd", "Dr", "Ln", "Ct"]
-CITIES = [("Olympia", "98501"), ("Lacey", "98503"), ("Tumwater", "98512"), ("Yelm", "98597"),
-          ("Tenino", "98589"), ("Rainier", "98576")]
-SUBDIVISIONS = ["Cedar Glen", "Evergreen Heights", "Mill Creek", "Salmon Run", "Fir Ridge", "Budd Inlet View",
-                "Prairie Oaks", "Madrona Park"]
+CITIES = [
+    ("Olympia", "98501"),
+    ("Lacey", "98503"),
+    ("Tumwater", "98512"),
+    ("Yelm", "98597"),
+    ("Tenino", "98589"),
+    ("Rainier", "98576"),
+]
+SUBDIVISIONS = [
+    "Cedar Glen",
+    "Evergreen Heights",
+    "Mill Creek",
+    "Salmon Run",
+    "Fir Ridge",
+    "Budd Inlet View",
+    "Prairie Oaks",
+    "Madrona Park",
+]
 
 COLUMNS = [
-    ("PIN", "TEXT"), ("OwnerName", "TEXT"), ("OwnerMailAddress", "TEXT"), ("SitusAddress", "TEXT"),
-    ("SitusCity", "TEXT"), ("SitusZip", "TEXT"), ("LandUseCode", "TEXT"), ("LandUseDesc", "TEXT"),
-    ("Zoning", "TEXT"), ("Neighborhood", "TEXT"), ("TaxDistrict", "TEXT"), ("SchoolDistrict", "TEXT"),
-    ("Subdivision", "TEXT"), ("Acres", "REAL"), ("LandValue", "NUMERIC"), ("ImprValue", "NUMERIC"),
-    ("TotalValue", "NUMERIC"), ("YearBuilt", "INTEGER"), ("BldgSqFt", "INTEGER"), ("LastSaleDate", "TEXT"),
-    ("LastSalePrice", "NUMERIC"), ("LegalDesc", "TEXT"), ("ExemptionCode", "TEXT"), ("TaxYear", "INTEGER"),
-    ("LastModified", "TEXT"), ("Shape", "BLOB"),
+    ("PIN", "TEXT"),
+    ("OwnerName", "TEXT"),
+    ("OwnerMailAddress", "TEXT"),
+    ("SitusAddress", "TEXT"),
+    ("SitusCity", "TEXT"),
+    ("SitusZip", "TEXT"),
+    ("LandUseCode", "TEXT"),
+    ("LandUseDesc", "TEXT"),
+    ("Zoning", "TEXT"),
+    ("Neighborhood", "TEXT"),
+    ("TaxDistrict", "TEXT"),
+    ("SchoolDistrict", "TEXT"),
+    ("Subdivision", "TEXT"),
+    ("Acres", "REAL"),
+    ("LandValue", "NUMERIC"),
+    ("ImprValue", "NUMERIC"),
+    ("TotalValue", "NUMERIC"),
+    ("YearBuilt", "INTEGER"),
+    ("BldgSqFt", "INTEGER"),
+    ("LastSaleDate", "TEXT"),
+    ("LastSalePrice", "NUMERIC"),
+    ("LegalDesc", "TEXT"),
+    ("ExemptionCode", "TEXT"),
+    ("TaxYear", "INTEGER"),
+    ("LastModified", "TEXT"),
+    ("Shape", "BLOB"),
 ]
 
 
@@ -102,10 +191,18 @@ def _lots(rng: np.random.Generator, ids: np.ndarray, per_row: int) -> np.ndarray
     w = rng.uniform(0.55, 0.72, n) * CELL_W
     h = rng.uniform(0.60, 0.80, n) * CELL_H
     jitter = rng.uniform(-3.0, 3.0, (n, 4, 2))
-    corners = np.stack(
-        [np.stack([x0, y0], 1), np.stack([x0 + w, y0], 1), np.stack([x0 + w, y0 + h], 1), np.stack([x0, y0 + h], 1)],
-        axis=1,
-    ) + jitter
+    corners = (
+        np.stack(
+            [
+                np.stack([x0, y0], 1),
+                np.stack([x0 + w, y0], 1),
+                np.stack([x0 + w, y0 + h], 1),
+                np.stack([x0, y0 + h], 1),
+            ],
+            axis=1,
+        )
+        + jitter
+    )
     rings = np.concatenate([corners, corners[:, :1]], axis=1)
     lots = shapely.polygons(rings)
 
@@ -170,13 +267,29 @@ def _attributes(rng: np.random.Generator, ids: np.ndarray, per_row: int, acres: 
 
     return pd.DataFrame(
         {
-            "OwnerName": owner, "OwnerMailAddress": mailing, "SitusAddress": situs, "SitusCity": city,
-            "SitusZip": zips, "LandUseCode": codes, "LandUseDesc": descs, "Zoning": zoning,
-            "Neighborhood": neighborhood, "TaxDistrict": tax_district, "SchoolDistrict": school,
-            "Subdivision": subdivision, "Acres": np.round(acres, 4), "LandValue": land_value,
-            "ImprValue": impr_value, "TotalValue": np.round(land_value + impr_value, 2),
-            "YearBuilt": year_built, "BldgSqFt": sqft, "LastSaleDate": sale_date, "LastSalePrice": sale_price,
-            "LegalDesc": legal, "ExemptionCode": exemption, "TaxYear": 2026,
+            "OwnerName": owner,
+            "OwnerMailAddress": mailing,
+            "SitusAddress": situs,
+            "SitusCity": city,
+            "SitusZip": zips,
+            "LandUseCode": codes,
+            "LandUseDesc": descs,
+            "Zoning": zoning,
+            "Neighborhood": neighborhood,
+            "TaxDistrict": tax_district,
+            "SchoolDistrict": school,
+            "Subdivision": subdivision,
+            "Acres": np.round(acres, 4),
+            "LandValue": land_value,
+            "ImprValue": impr_value,
+            "TotalValue": np.round(land_value + impr_value, 2),
+            "YearBuilt": year_built,
+            "BldgSqFt": sqft,
+            "LastSaleDate": sale_date,
+            "LastSalePrice": sale_price,
+            "LegalDesc": legal,
+            "ExemptionCode": exemption,
+            "TaxYear": 2026,
             "LastModified": np.datetime_as_string(modified, unit="s").astype(object),
         }
     )
@@ -207,7 +320,9 @@ def _break_records(rng: np.random.Generator, frame: pd.DataFrame, geoms: np.ndar
     r = rows("self_intersecting")
     if len(r):
         x0, y0, x1, y1 = bounds[r].T
-        out[r] = shapely.polygons(np.stack([np.stack(p, 1) for p in ((x0, y0), (x1, y1), (x1, y0), (x0, y1), (x0, y0))], 1))
+        out[r] = shapely.polygons(
+            np.stack([np.stack(p, 1) for p in ((x0, y0), (x1, y1), (x1, y0), (x0, y1), (x0, y0))], 1)
+        )
     r = rows("degenerate")
     if len(r):
         x0, y0, x1, _ = bounds[r].T
@@ -282,7 +397,9 @@ def write_sample_county(path: Path, county: SampleCounty = SampleCounty()) -> Pa
             "CREATE TABLE geometry_columns (f_table_name TEXT, f_geometry_column TEXT, geometry_type INTEGER, "
             "coord_dimension INTEGER, srid INTEGER, geometry_format TEXT)"
         )
-        con.execute("INSERT INTO geometry_columns VALUES (?, 'Shape', 0, 2, ?, 'WKB')", (SAMPLE_TABLE.lower(), SAMPLE_SRID))
+        con.execute(
+            "INSERT INTO geometry_columns VALUES (?, 'Shape', 0, 2, ?, 'WKB')", (SAMPLE_TABLE.lower(), SAMPLE_SRID)
+        )
         con.execute("CREATE TABLE spatial_ref_sys (srid INTEGER UNIQUE, auth_name TEXT, auth_srid TEXT, srtext TEXT)")
         from pyproj import CRS
 

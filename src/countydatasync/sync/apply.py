@@ -15,13 +15,13 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from countydatasync.extract.base import KEY_COPIES, RAW_KEY
 from countydatasync.load import geopackage, stats, working
 from countydatasync.load.geopackage import q
 from countydatasync.load.rtree import RtreeBulkLoader
 from countydatasync.load.transaction import GEO, STATS, WORKING
 from countydatasync.settings import Settings
 from countydatasync.transform import Reason, TransformedBatch, TransformPlan
-from countydatasync.extract.base import KEY_COPIES, RAW_KEY
 from countydatasync.transform.batch import normalize_keys
 
 
@@ -33,15 +33,17 @@ def storage_values(frame: pd.DataFrame, names: list[str]) -> list[list[object]]:
 class Publisher:
     """Writes a run's batches; one per run, bound to the run's transaction."""
 
-    def __init__(self, con: sqlite3.Connection, settings: Settings, plan: TransformPlan, run_id: int,
-                 now: str, force: bool) -> None:
+    def __init__(
+        self, con: sqlite3.Connection, settings: Settings, plan: TransformPlan, run_id: int, now: str, force: bool
+    ) -> None:
         self.con, self.plan, self.run_id, self.now, self.force = con, plan, run_id, now, force
         self.key = plan.key_name
         self.layer = settings.output.layer
         self.attrs = [c.name for c in settings.columns] + ["gis_acres"]
         self.dimensions, self.measures = settings.stats.dimensions, settings.stats.measures
-        self.counts = dict.fromkeys(("extracted", "inserted", "updated", "unchanged", "rejected", "deleted",
-                                     "repaired"), 0)
+        self.counts = dict.fromkeys(
+            ("extracted", "inserted", "updated", "unchanged", "rejected", "deleted", "repaired"), 0
+        )
         self.deltas: stats.Deltas = {}
         self.initial = con.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {WORKING}.parcels)").fetchone()[0] == 1
         # A forced run over existing staging data recomputes the aggregates at the end; every other run
@@ -54,8 +56,10 @@ class Publisher:
         top = con.execute(f"SELECT max(fid) FROM {GEO}.{q(self.layer)}").fetchone()[0]
         self.next_fid = max(seq[0] if seq else 0, top or 0) + 1
         con.execute(f"CREATE TEMP TABLE IF NOT EXISTS seen ({q(self.key)} TEXT PRIMARY KEY)")
-        con.execute(f"CREATE TEMP TABLE IF NOT EXISTS batch_geo (fid INTEGER, {q(self.key)} TEXT PRIMARY KEY, "
-                    "geom BLOB, minx REAL, maxx REAL, miny REAL, maxy REAL)")
+        con.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS batch_geo (fid INTEGER, {q(self.key)} TEXT PRIMARY KEY, "
+            "geom BLOB, minx REAL, maxx REAL, miny REAL, maxy REAL)"
+        )
         empty_layer = con.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {GEO}.{q(self.layer)})").fetchone()[0] == 1
         # An empty layer gets its R-tree packed in one go at the end (see load/rtree.py).
         self.rtree_loader = RtreeBulkLoader(con, GEO, geopackage.rtree_name(self.layer)) if empty_layer else None
@@ -72,8 +76,13 @@ class Publisher:
             # Same key as a parcel loaded from an earlier batch (keys that differ only in spacing or type).
             keep = ~parcels[self.key].isin(list(later)).to_numpy()
             moved = parcels.loc[~keep, [self.key]].rename(columns={self.key: "key"})
-            moved = moved.assign(source_row=None, reason=Reason.DUPLICATE_KEY.value, excerpt=None, severity="error",
-                                 message="parcel key occurs more than once in the source (in another batch)")
+            moved = moved.assign(
+                source_row=None,
+                reason=Reason.DUPLICATE_KEY.value,
+                excerpt=None,
+                severity="error",
+                message="parcel key occurs more than once in the source (in another batch)",
+            )
             issues = pd.concat([issues, moved], ignore_index=True)
             self.late_duplicates |= later
         parcels = parcels[keep].reset_index(drop=True)
@@ -94,8 +103,13 @@ class Publisher:
         old = prev.reindex(parcels[self.key])
         # Rows kept only for a status (error or pending placeholders) have no content hash yet.
         had_content = exists & old["attr_hash"].notna().to_numpy()
-        same = (had_content & (old["attr_hash"].to_numpy() == attr_hash) & (old["geom_hash"].to_numpy() == geom_hash)
-                & (old["sync_status"].to_numpy() == "synced") & (old["in_geo"].to_numpy() == 1))
+        same = (
+            had_content
+            & (old["attr_hash"].to_numpy() == attr_hash)
+            & (old["geom_hash"].to_numpy() == geom_hash)
+            & (old["sync_status"].to_numpy() == "synced")
+            & (old["in_geo"].to_numpy() == 1)
+        )
         same &= not self.force
         in_geo = exists & (old["in_geo"].to_numpy() == 1)
         write = ~same
@@ -105,16 +119,21 @@ class Publisher:
 
         rows = parcels.assign(_attr=attr_hash, _geom=geom_hash)
         # What the parcels about to be rewritten or rejected counted for until now.
-        replaced = parcels[self.key][write & exists].tolist() + error_keys["key"][
-            error_keys["key"].isin(prev.index)].tolist()
-        before = {} if self.recompute or not replaced else stats.contributions(
-            self.con, WORKING, self.key, replaced, self.dimensions, self.measures)
+        replaced = (
+            parcels[self.key][write & exists].tolist() + error_keys["key"][error_keys["key"].isin(prev.index)].tolist()
+        )
+        before = (
+            {}
+            if self.recompute or not replaced
+            else stats.contributions(self.con, WORKING, self.key, replaced, self.dimensions, self.measures)
+        )
         self._log_changes(rows[had_content & ~same], old[had_content & ~same])
         if not self.initial:  # a first load logs no per-parcel inserts: the run history has the count
             self.con.executemany(
                 f"INSERT INTO {WORKING}.change_log (run_id, {q(self.key)}, action, changed_fields, at) "
                 "VALUES (?, ?, 'insert', NULL, ?)",
-                [(self.run_id, k, self.now) for k in parcels[self.key][~had_content]])
+                [(self.run_id, k, self.now) for k in parcels[self.key][~had_content]],
+            )
         self.changed_keys.extend(parcels[self.key][write].tolist())
         self._write_working(rows, write & ~exists, write & exists)
         self._write_geo(rows, wkb, bounds, write & ~in_geo, write & in_geo)
@@ -137,9 +156,14 @@ class Publisher:
         self.con.execute("INSERT OR IGNORE INTO temp.seen SELECT value FROM json_each(?)", (payload,))
         if self.con.total_changes - before == len(all_keys):
             return set()
-        return {r[0] for r in self.con.execute(
-            f"SELECT {q(self.key)} FROM temp.seen WHERE rowid <= ? AND {q(self.key)} IN "
-            "(SELECT value FROM json_each(?))", (top, payload))}
+        return {
+            r[0]
+            for r in self.con.execute(
+                f"SELECT {q(self.key)} FROM temp.seen WHERE rowid <= ? AND {q(self.key)} IN "
+                "(SELECT value FROM json_each(?))",
+                (top, payload),
+            )
+        }
 
     def _log_changes(self, new: pd.DataFrame, old: pd.DataFrame) -> None:
         if new.empty:
@@ -161,12 +185,14 @@ class Publisher:
             if fields:
                 entries.append((self.run_id, key, "update", json.dumps(fields), self.now))
         self.con.executemany(
-            f"INSERT INTO {WORKING}.change_log (run_id, {q(self.key)}, action, changed_fields, at) VALUES (?, ?, ?, ?, ?)",
+            f"INSERT INTO {WORKING}.change_log (run_id, {q(self.key)}, action, changed_fields, at) "
+            "VALUES (?, ?, ?, ?, ?)",
             entries,
         )
 
-    def _write_geo(self, rows: pd.DataFrame, wkb: np.ndarray, bounds: np.ndarray, insert: np.ndarray,
-                   update: np.ndarray) -> None:
+    def _write_geo(
+        self, rows: pd.DataFrame, wkb: np.ndarray, bounds: np.ndarray, insert: np.ndarray, update: np.ndarray
+    ) -> None:
         """Geometry, fid and box go through a temp table; the attributes are copied in SQL from the working
         rows this batch just wrote, so each value is bound from Python once."""
         t, r = f"{GEO}.{q(self.layer)}", f"{GEO}.{q(geopackage.rtree_name(self.layer))}"
@@ -183,8 +209,16 @@ class Publisher:
         self.con.execute("DELETE FROM temp.batch_geo")
         self.con.executemany(
             "INSERT INTO temp.batch_geo VALUES (?, ?, ?, ?, ?, ?, ?)",
-            zip(fids[write].tolist(), rows[self.key][write].tolist(), blobs, b[:, 0].tolist(), b[:, 2].tolist(),
-                b[:, 1].tolist(), b[:, 3].tolist(), strict=True),
+            zip(
+                fids[write].tolist(),
+                rows[self.key][write].tolist(),
+                blobs,
+                b[:, 0].tolist(),
+                b[:, 2].tolist(),
+                b[:, 1].tolist(),
+                b[:, 3].tolist(),
+                strict=True,
+            ),
         )
         attrs = [self.key, *self.attrs]
         copied = ", ".join(f"p.{q(a)}" for a in attrs)
@@ -192,26 +226,40 @@ class Publisher:
             self.con.execute(
                 f"INSERT INTO {t} (fid, geom, {', '.join(q(a) for a in attrs)}, sync_status, sync_note) "
                 f"SELECT b.fid, b.geom, {copied}, 'synced', p.sync_reason FROM temp.batch_geo b "
-                f"JOIN {WORKING}.parcels p ON p.{k} = b.{k} WHERE b.fid IS NOT NULL ORDER BY b.fid")
+                f"JOIN {WORKING}.parcels p ON p.{k} = b.{k} WHERE b.fid IS NOT NULL ORDER BY b.fid"
+            )
             if self.rtree_loader is not None:
                 self.rtree_loader.add(fids[insert].tolist(), bounds[insert])
             else:
-                self.con.execute(f"INSERT INTO {r} SELECT fid, minx, maxx, miny, maxy FROM temp.batch_geo "
-                                 "WHERE fid IS NOT NULL")
+                self.con.execute(
+                    f"INSERT INTO {r} SELECT fid, minx, maxx, miny, maxy FROM temp.batch_geo WHERE fid IS NOT NULL"
+                )
         if update.any():
             targets = ", ".join(q(c) for c in ["geom", *attrs, "sync_status", "sync_note"])
             self.con.execute(
                 f"UPDATE {t} SET ({targets}) = (SELECT b.geom, {copied}, 'synced', p.sync_reason "
                 f"FROM temp.batch_geo b JOIN {WORKING}.parcels p ON p.{k} = b.{k} WHERE b.{k} = {t}.{k}) "
-                f"WHERE {k} IN (SELECT {k} FROM temp.batch_geo WHERE fid IS NULL)")
+                f"WHERE {k} IN (SELECT {k} FROM temp.batch_geo WHERE fid IS NULL)"
+            )
             self.con.execute(
                 f"UPDATE {r} SET (minx, maxx, miny, maxy) = (SELECT b.minx, b.maxx, b.miny, b.maxy FROM "
                 f"temp.batch_geo b JOIN {t} g ON g.{k} = b.{k} WHERE g.fid = {r}.id) WHERE id IN "
-                f"(SELECT g.fid FROM {t} g JOIN temp.batch_geo b ON g.{k} = b.{k} WHERE b.fid IS NULL)")
+                f"(SELECT g.fid FROM {t} g JOIN temp.batch_geo b ON g.{k} = b.{k} WHERE b.fid IS NULL)"
+            )
 
     def _write_working(self, rows: pd.DataFrame, insert: np.ndarray, update: np.ndarray) -> None:
-        status = ["sync_status", "sync_reason", "sync_message", "attr_hash", "geom_hash", "source_modified",
-                  "last_changed", "last_synced", "last_run_id", "in_geo"]
+        status = [
+            "sync_status",
+            "sync_reason",
+            "sync_message",
+            "attr_hash",
+            "geom_hash",
+            "source_modified",
+            "last_changed",
+            "last_synced",
+            "last_run_id",
+            "in_geo",
+        ]
         if insert.any():
             self._working_rows(rows[insert], status + ["first_seen"], "insert")
         if update.any():
@@ -222,10 +270,16 @@ class Publisher:
         note = rows["sync_note"].astype(object).where(rows["sync_note"].notna(), None).tolist()
         message = [("geometry was invalid and has been repaired" if v else None) for v in note]
         extra = {
-            "sync_status": ["synced"] * n, "sync_reason": note, "sync_message": message,
-            "attr_hash": rows["_attr"].tolist(), "geom_hash": rows["_geom"].tolist(),
-            "source_modified": rows["source_modified"].tolist(), "last_changed": [self.now] * n,
-            "last_synced": [self.now] * n, "last_run_id": [self.run_id] * n, "in_geo": [1] * n,
+            "sync_status": ["synced"] * n,
+            "sync_reason": note,
+            "sync_message": message,
+            "attr_hash": rows["_attr"].tolist(),
+            "geom_hash": rows["_geom"].tolist(),
+            "source_modified": rows["source_modified"].tolist(),
+            "last_changed": [self.now] * n,
+            "last_synced": [self.now] * n,
+            "last_run_id": [self.run_id] * n,
+            "in_geo": [1] * n,
             "first_seen": [self.now] * n,
         }
         names = [self.key, *self.attrs]
@@ -233,13 +287,15 @@ class Publisher:
         cols = names + status
         if how == "insert":
             self.con.executemany(
-                f"INSERT INTO {WORKING}.parcels ({', '.join(q(c) for c in cols)}) VALUES ({', '.join('?' * len(cols))})",
+                f"INSERT INTO {WORKING}.parcels ({', '.join(q(c) for c in cols)}) "
+                f"VALUES ({', '.join('?' * len(cols))})",
                 zip(*values, strict=True),
             )
         else:
             sets = ", ".join(f"{q(c)} = ?" for c in cols[1:])
-            self.con.executemany(f"UPDATE {WORKING}.parcels SET {sets} WHERE {q(self.key)} = ?",
-                                 zip(*values[1:], values[0], strict=True))
+            self.con.executemany(
+                f"UPDATE {WORKING}.parcels SET {sets} WHERE {q(self.key)} = ?", zip(*values[1:], values[0], strict=True)
+            )
 
     def _write_errors(self, errors: pd.DataFrame, prev: pd.DataFrame) -> None:
         """Status `error` for rejected parcels; the geo DB keeps (and flags) their last good version."""
@@ -274,15 +330,31 @@ class Publisher:
 
     # --- after the last batch ------------------------------------------------------------------------
     def load_source_keys(self, chunks: Iterable[pd.DataFrame]) -> None:
-        """Keep the source's full key set (normalized key, key as stored, rows carrying it) for delete and
-        duplicate reconciliation."""
-        self.con.execute(f"CREATE TEMP TABLE IF NOT EXISTS source_keys ({q(self.key)} TEXT, raw, copies INTEGER)")
-        self.con.execute(f"CREATE INDEX IF NOT EXISTS temp.ix_source_keys ON source_keys ({q(self.key)})")
+        """Keep the source's full key set (normalized key, how many rows carry it, and the key as stored when
+        that differs) for delete and duplicate reconciliation. Plain keys travel as one JSON array per chunk,
+        which SQLite unpacks far faster than it binds a million parameters."""
+        k = q(self.key)
+        self.con.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS source_keys ({k} TEXT PRIMARY KEY, copies INTEGER, raw) WITHOUT ROWID"
+        )
         self.con.execute("DELETE FROM temp.source_keys")
+        add = (
+            f"INSERT INTO temp.source_keys VALUES (?, ?, ?) ON CONFLICT ({k}) DO UPDATE SET "
+            "copies = copies + excluded.copies, raw = coalesce(raw, excluded.raw)"
+        )
         for chunk in chunks:
             raw = chunk[RAW_KEY]
-            self.con.executemany("INSERT INTO temp.source_keys VALUES (?, ?, ?)",
-                                 zip(normalize_keys(raw).tolist(), raw.tolist(), chunk[KEY_COPIES].tolist(), strict=True))
+            norm = normalize_keys(raw)
+            plain = (norm.to_numpy(dtype=object) == raw.to_numpy(dtype=object)) & (chunk[KEY_COPIES] == 1).to_numpy()
+            self.con.execute(
+                "INSERT INTO temp.source_keys SELECT value, 1, NULL FROM json_each(?) WHERE true "
+                f"ON CONFLICT ({k}) DO UPDATE SET copies = copies + 1",
+                (json.dumps(norm[plain].tolist()),),
+            )
+            odd = ~plain & norm.notna().to_numpy()
+            self.con.executemany(
+                add, zip(norm[odd].tolist(), chunk[KEY_COPIES][odd].tolist(), raw[odd].tolist(), strict=True)
+            )
 
     def keys_to_recheck(self) -> list[object]:
         """Source keys to read again in full: parcels the staging DBs lack and those in error or pending (their
@@ -290,32 +362,44 @@ class Publisher:
         carried by more than one row (a second copy may keep an old timestamp)."""
         k = q(self.key)
         rows = self.con.execute(
-            f"SELECT raw FROM temp.source_keys s WHERE (s.{k} NOT IN (SELECT {k} FROM temp.seen) AND ("
-            f"s.{k} NOT IN (SELECT {k} FROM {WORKING}.parcels) OR s.{k} IN (SELECT {k} FROM {WORKING}.parcels "
-            f"WHERE sync_status != 'synced'))) OR s.{k} IN (SELECT {k} FROM temp.source_keys GROUP BY {k} "
-            "HAVING sum(copies) > 1)"
+            f"SELECT coalesce(s.raw, s.{k}) FROM temp.source_keys s LEFT JOIN {WORKING}.parcels p ON p.{k} = s.{k} "
+            f"WHERE (p.{k} IS NULL AND s.{k} NOT IN (SELECT {k} FROM temp.seen)) OR s.copies > 1 "
+            f"UNION SELECT coalesce(s.raw, s.{k}) FROM {WORKING}.parcels p JOIN temp.source_keys s ON s.{k} = p.{k} "
+            f"WHERE p.sync_status != 'synced' AND p.{k} NOT IN (SELECT {k} FROM temp.seen)"
         ).fetchall()
         return [r[0] for r in rows]
 
     def delete_absent(self, present: str) -> None:
         """Remove the parcels whose key is not in the temp table `present` (seen, or source_keys)."""
         k = q(self.key)
-        keys = [r[0] for r in self.con.execute(
-            f"SELECT {k} FROM {WORKING}.parcels WHERE {k} NOT IN (SELECT {k} FROM temp.{present})")]
+        keys = [
+            r[0]
+            for r in self.con.execute(
+                f"SELECT {k} FROM {WORKING}.parcels WHERE {k} NOT IN (SELECT {k} FROM temp.{present})"
+            )
+        ]
         if not keys:
             return
         payload = json.dumps(keys)
-        before = {} if self.recompute else stats.contributions(
-            self.con, WORKING, self.key, keys, self.dimensions, self.measures)
+        before = (
+            {}
+            if self.recompute
+            else stats.contributions(self.con, WORKING, self.key, keys, self.dimensions, self.measures)
+        )
         t = f"{GEO}.{q(self.layer)}"
         in_keys = f"{k} IN (SELECT value FROM json_each(?))"
-        self.con.execute(f"DELETE FROM {GEO}.{q(geopackage.rtree_name(self.layer))} WHERE id IN "
-                         f"(SELECT fid FROM {t} WHERE {in_keys})", (payload,))
+        self.con.execute(
+            f"DELETE FROM {GEO}.{q(geopackage.rtree_name(self.layer))} WHERE id IN "
+            f"(SELECT fid FROM {t} WHERE {in_keys})",
+            (payload,),
+        )
         self.con.execute(f"DELETE FROM {t} WHERE {in_keys}", (payload,))
         self.con.execute(f"DELETE FROM {WORKING}.parcels WHERE {in_keys}", (payload,))
         self.con.executemany(
-            f"INSERT INTO {WORKING}.change_log (run_id, {k}, action, changed_fields, at) VALUES (?, ?, 'delete', NULL, ?)",
-            [(self.run_id, key, self.now) for key in keys])
+            f"INSERT INTO {WORKING}.change_log (run_id, {k}, action, changed_fields, at) "
+            "VALUES (?, ?, 'delete', NULL, ?)",
+            [(self.run_id, key, self.now) for key in keys],
+        )
         self.counts["deleted"] += len(keys)
         self.deleted_keys.extend(keys)
         stats.merge(self.deltas, stats.subtract({}, before))
@@ -324,24 +408,39 @@ class Publisher:
         """A key met again in a later batch: the copy loaded earlier is an error too."""
         k = q(self.key)
         for key in sorted(self.late_duplicates):
-            row = self.con.execute(f"SELECT sync_status, last_run_id FROM {WORKING}.parcels WHERE {k} = ?",
-                                   (key,)).fetchone()
+            row = self.con.execute(
+                f"SELECT sync_status, last_run_id FROM {WORKING}.parcels WHERE {k} = ?", (key,)
+            ).fetchone()
             if row is None or row[0] == "error":
                 continue
             inserted = self.con.execute(
                 f"SELECT 1 FROM {WORKING}.change_log WHERE run_id = ? AND {k} = ? AND action = 'insert'",
-                (self.run_id, key)).fetchone()
+                (self.run_id, key),
+            ).fetchone()
             loaded_as = "inserted" if inserted else "updated" if row[1] == self.run_id else "unchanged"
-            before = {} if self.recompute else stats.contributions(
-                self.con, WORKING, self.key, [key], self.dimensions, self.measures)
+            before = (
+                {}
+                if self.recompute
+                else stats.contributions(self.con, WORKING, self.key, [key], self.dimensions, self.measures)
+            )
             self.counts[loaded_as] -= 1
             self.counts["rejected"] += 1
             reason, message = Reason.DUPLICATE_KEY.value, "parcel key occurs more than once in the source"
-            self._write_errors(pd.DataFrame({"key": [key], "reason": [reason], "message": [message]}),
-                               pd.DataFrame(index=[key]))
-            self._record_issues(pd.DataFrame({"key": [key], "source_row": [None], "reason": [reason],
-                                              "message": [message + " (copy loaded from an earlier batch)"],
-                                              "excerpt": [None], "severity": ["error"]}))
+            self._write_errors(
+                pd.DataFrame({"key": [key], "reason": [reason], "message": [message]}), pd.DataFrame(index=[key])
+            )
+            self._record_issues(
+                pd.DataFrame(
+                    {
+                        "key": [key],
+                        "source_row": [None],
+                        "reason": [reason],
+                        "message": [message + " (copy loaded from an earlier batch)"],
+                        "excerpt": [None],
+                        "severity": ["error"],
+                    }
+                )
+            )
             stats.merge(self.deltas, stats.subtract({}, before))
 
     def finish(self) -> None:

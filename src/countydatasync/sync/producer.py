@@ -50,13 +50,18 @@ def in_thread(batches: Iterator[pd.DataFrame], plan: TransformPlan) -> Iterator[
         worker.join(timeout=5)
 
 
-def in_process(settings: Settings, plan: TransformPlan, modified_since: datetime | str | None
-               ) -> Iterator[TransformedBatch]:
+def in_process(
+    settings: Settings, plan: TransformPlan, modified_since: datetime | str | None
+) -> Iterator[TransformedBatch]:
     """Read and transform the whole source in a child process (its own connection), yielding batches."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue(maxsize=2)
-    child = ctx.Process(target=_child, args=(settings.model_dump(), plan, modified_since, out, os.getpid()),
-                        name="countydatasync-extract", daemon=True)
+    child = ctx.Process(
+        target=_child,
+        args=(settings.model_dump(), plan, modified_since, out, os.getpid()),
+        name="countydatasync-extract",
+        daemon=True,
+    )
     child.start()
 
     def get() -> Any:
@@ -96,8 +101,9 @@ def _put(out: Any, item: Any, stopped: Any) -> bool:
     return False
 
 
-def _child(settings_data: dict[str, Any], plan: TransformPlan, since: datetime | str | None, out: Any,
-           parent: int) -> None:
+def _child(
+    settings_data: dict[str, Any], plan: TransformPlan, since: datetime | str | None, out: Any, parent: int
+) -> None:
     """Child process body: stop quietly if the parent goes away (killed runs leave no orphans behind)."""
     source = None
     try:

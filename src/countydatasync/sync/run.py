@@ -41,8 +41,9 @@ def _no_progress(stage: str, done: int, total: int | None) -> None:
     return None
 
 
-def run_sync(settings: Settings, *, full: bool = False, dry_run: bool = False,
-             progress: ProgressCallback = _no_progress) -> RunResult:
+def run_sync(
+    settings: Settings, *, full: bool = False, dry_run: bool = False, progress: ProgressCallback = _no_progress
+) -> RunResult:
     """Sync the staging databases with the source and return the run's counts.
 
     full: re-read and rewrite every parcel (default False: only what changed).
@@ -54,8 +55,9 @@ def run_sync(settings: Settings, *, full: bool = False, dry_run: bool = False,
         return _Run(settings, full, dry_run, progress).execute()
 
 
-def detect_changes(settings: Settings, progress: ProgressCallback = _no_progress
-                   ) -> tuple[RunResult, list[str], list[str]]:
+def detect_changes(
+    settings: Settings, progress: ProgressCallback = _no_progress
+) -> tuple[RunResult, list[str], list[str]]:
     """A dry run that also returns the keys it would insert or update, and those it would delete."""
     with run_lock(settings.output.directory):
         run = _Run(settings, False, True, progress)
@@ -119,18 +121,25 @@ class _Run:
     # --- schema --------------------------------------------------------------------------------------
     def _fingerprint(self) -> str:
         s = self.settings
-        return json.dumps({
-            "key": s.source.key_name, "layer": s.output.layer, "srid": self.plan.output_srid,
-            "columns": [[c.name, c.type] for c in s.columns], "dimensions": s.stats.dimensions,
-            "measures": s.stats.measures,
-        })
+        return json.dumps(
+            {
+                "key": s.source.key_name,
+                "layer": s.output.layer,
+                "srid": self.plan.output_srid,
+                "columns": [[c.name, c.type] for c in s.columns],
+                "dimensions": s.stats.dimensions,
+                "measures": s.stats.measures,
+            }
+        )
 
     def _prepare_schema(self, con: sqlite3.Connection) -> bool:
         """Create missing tables; rebuild ours when the settings changed their shape. True when rebuilt."""
         s = self.settings
         layer = s.output.layer
-        has_layer = con.execute(f"SELECT 1 FROM {GEO}.sqlite_master WHERE type = 'table' AND name = ?",
-                                (layer,)).fetchone() is not None
+        has_layer = (
+            con.execute(f"SELECT 1 FROM {GEO}.sqlite_master WHERE type = 'table' AND name = ?", (layer,)).fetchone()
+            is not None
+        )
         stored = working.get_state(con, WORKING, "fingerprint")
         rebuild = stored != self._fingerprint() or not has_layer
         if rebuild and (stored is not None or has_layer):
@@ -177,8 +186,13 @@ class _Run:
             self._stream(source.rows_for_keys(recheck), "re-read keys", len(recheck))
         self.publisher.delete_absent("source_keys")
 
-    def _stream(self, batches: Iterator[pd.DataFrame] | Iterator[TransformedBatch], stage: str,
-                total: int | None, transformed: bool = False) -> None:
+    def _stream(
+        self,
+        batches: Iterator[pd.DataFrame] | Iterator[TransformedBatch],
+        stage: str,
+        total: int | None,
+        transformed: bool = False,
+    ) -> None:
         """Write batches as the producer (see producer.py) hands them over."""
         assert self.publisher is not None
         done = 0
@@ -223,11 +237,27 @@ def _record_failure(settings: Settings, result: RunResult) -> None:
     byte-identical; never mask the original error."""
     try:
         settings.output.directory.mkdir(parents=True, exist_ok=True)
-        record = {name: getattr(result, name) for name in (
-            "run_id", "mode", "source", "status", "extracted", "inserted", "updated", "unchanged", "rejected",
-            "deleted", "repaired", "error")}
-        record |= {"started_at": result.started_at.isoformat(),
-                   "finished_at": result.finished_at.isoformat() if result.finished_at else None}
+        record = {
+            name: getattr(result, name)
+            for name in (
+                "run_id",
+                "mode",
+                "source",
+                "status",
+                "extracted",
+                "inserted",
+                "updated",
+                "unchanged",
+                "rejected",
+                "deleted",
+                "repaired",
+                "error",
+            )
+        }
+        record |= {
+            "started_at": result.started_at.isoformat(),
+            "finished_at": result.finished_at.isoformat() if result.finished_at else None,
+        }
         with (settings.output.directory / FAILED_RUNS).open("a", encoding="utf-8") as out:
             out.write(json.dumps(record) + "\n")
     except Exception:
@@ -235,5 +265,7 @@ def _record_failure(settings: Settings, result: RunResult) -> None:
 
 
 def _summary(result: RunResult) -> str:
-    return (f"extracted {result.extracted}, inserted {result.inserted}, updated {result.updated}, "
-            f"unchanged {result.unchanged}, rejected {result.rejected}, deleted {result.deleted}")
+    return (
+        f"extracted {result.extracted}, inserted {result.inserted}, updated {result.updated}, "
+        f"unchanged {result.unchanged}, rejected {result.rejected}, deleted {result.deleted}"
+    )

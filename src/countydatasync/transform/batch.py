@@ -109,7 +109,9 @@ def transform_batch(raw: pd.DataFrame, plan: TransformPlan, first_row: int = 0) 
     message = np.full(n, None, dtype=object)
     bad_value = np.full(n, None, dtype=object)
 
-    def flag(mask: np.ndarray, code: Reason | np.ndarray, text: np.ndarray | str, values: np.ndarray | None = None) -> None:
+    def flag(
+        mask: np.ndarray, code: Reason | np.ndarray, text: np.ndarray | str, values: np.ndarray | None = None
+    ) -> None:
         mask = mask & np.equal(reason, None)
         reason[mask] = code if isinstance(code, Reason) else code[mask]
         message[mask] = text if isinstance(text, str) else text[mask]
@@ -121,18 +123,23 @@ def transform_batch(raw: pd.DataFrame, plan: TransformPlan, first_row: int = 0) 
     dup = keys.duplicated(keep=False).to_numpy() & ~null_key
     flag(dup, Reason.DUPLICATE_KEY, "parcel key occurs more than once in the source")
 
-    geo = clean_geometries(
-        raw[RAW_GEOM], plan.encoding, plan.source_srid, plan.output_srid, raw.get(RAW_SRID)
-    )
+    geo = clean_geometries(raw[RAW_GEOM], plan.encoding, plan.source_srid, plan.output_srid, raw.get(RAW_SRID))
     geom_values = raw[RAW_GEOM].to_numpy(dtype=object)
     flag(geo.rejected, geo.reasons, geo.messages, geom_values)
 
     attrs = convert_attributes(raw, list(plan.columns), plan.timezone)
     bad_attr = attrs.bad
-    attr_text = np.array(
-        [f"column {c}: value {excerpt(v)!r} is not a valid value" for c, v in zip(attrs.bad_column, attrs.bad_value, strict=True)],
-        dtype=object,
-    ) if bad_attr.any() else np.full(n, None, dtype=object)
+    attr_text = (
+        np.array(
+            [
+                f"column {c}: value {excerpt(v)!r} is not a valid value"
+                for c, v in zip(attrs.bad_column, attrs.bad_value, strict=True)
+            ],
+            dtype=object,
+        )
+        if bad_attr.any()
+        else np.full(n, None, dtype=object)
+    )
     flag(bad_attr, Reason.BAD_ATTRIBUTE, attr_text, attrs.bad_value)
 
     rejected = np.not_equal(reason, None)

@@ -153,7 +153,9 @@ def clean_geometries(
             ok &= ~rows
             continue
         transformer = _transformer(int(srid), output_srid)
-        geoms[rows] = shapely.transform(geoms[rows], lambda xy, t=transformer: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
+        geoms[rows] = shapely.transform(
+            geoms[rows], lambda xy, t=transformer: np.column_stack(t.transform(xy[:, 0], xy[:, 1]))
+        )
 
     geoms[~ok] = None
     return GeometryOutcome(geoms=geoms, reasons=reasons, messages=messages)

@@ -1,0 +1,151 @@
+"""Benchmark: full sync, incremental sync and GDAL's ogr2ogr on the same sample parcels, in one run.
+
+    .venv/bin/python bench/sync_bench.py 100000 1000000
+
+For each size it makes (or reuses) a sample county, then measures, each in its own process:
+  ogr2ogr     SQLite MasterParcels -> GeoPackage with GDAL's command-line tool (the reference)
+  full sync   all three staging databases from empty
+  incremental after 1% of the parcels changed (attributes and geometry), 0.1% deleted, 0.1% inserted
+and prints seconds, parcels/s, peak RSS of the whole process tree (sampled every 20 ms) and the ratios.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import shapely
+
+from countydatasync.sample.county import SampleCounty, write_sample_county
+
+ROOT = Path(__file__).resolve().parent
+SYNC = """
+import sys
+from countydatasync.settings import Settings
+from countydatasync.sync import run_sync
+if __name__ == "__main__":
+    settings = Settings(source={"url": "sqlite:///" + sys.argv[1]}, output={"directory": sys.argv[2]})
+    result = run_sync(settings)
+    print(result.mode, result.extracted, result.inserted, result.updated, result.deleted, result.rejected)
+"""
+
+
+def measure(command: list[str]) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS in MiB of the process tree, and stdout."""
+    start = time.perf_counter()
+    process = psutil.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    peak = 0
+    while process.poll() is None:
+        try:
+            tree = [process, *process.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.02)
+    seconds = time.perf_counter() - start
+    out = process.stdout.read() if process.stdout else ""
+    if process.returncode:
+        raise SystemExit(f"{command[0]} failed with exit code {process.returncode}")
+    return seconds, peak / 2**20, out
+
+
+def edit_source(path: Path, parcels: int) -> None:
+    """1% changed (attributes and geometry), 0.1% deleted, 0.1% inserted; all with a new timestamp."""
+    con = sqlite3.connect(path)
+    con.create_function(
+        "shift",
+        1,
+        lambda wkb: shapely.to_wkb(shapely.transform(shapely.from_wkb(wkb), lambda xy: xy + 1.0)) if wkb else wkb,
+        deterministic=True,
+    )
+    with con:
+        con.execute(
+            "UPDATE MasterParcels SET OwnerName = OwnerName || ' TRUST', LandValue = LandValue + 1, "
+            "Shape = CASE WHEN rowid % 2 = 0 THEN shift(Shape) ELSE Shape END, "
+            "LastModified = '2027-01-01T00:00:00' WHERE rowid % 100 = 3 AND Shape IS NOT NULL "
+            "AND length(Shape) > 40"
+        )
+        con.execute("DELETE FROM MasterParcels WHERE rowid % 1000 = 7")
+        con.execute(
+            "INSERT INTO MasterParcels SELECT 'N' || PIN, OwnerName, OwnerMailAddress, SitusAddress, "
+            "SitusCity, SitusZip, LandUseCode, LandUseDesc, Zoning, Neighborhood, TaxDistrict, "
+            "SchoolDistrict, Subdivision, Acres, LandValue, ImprValue, TotalValue, YearBuilt, BldgSqFt, "
+            "LastSaleDate, LastSalePrice, LegalDesc, ExemptionCode, TaxYear, '2027-01-01T00:00:00', Shape "
+            "FROM MasterParcels WHERE rowid % 1000 = 11"
+        )
+    con.close()
+
+
+def bench(parcels: int, work: Path) -> dict[str, float]:
+    cached = ROOT / "results" / f"county_{parcels}.sqlite"
+    if not cached.exists():
+        write_sample_county(cached, SampleCounty(parcels=parcels))
+    source = work / "source.sqlite"
+    shutil.copyfile(cached, source)
+    script = work / "sync_once.py"
+    script.write_text(SYNC)
+    ref_t, ref_rss, _ = measure(
+        [
+            "ogr2ogr",
+            "-f",
+            "GPKG",
+            str(work / "ogr2ogr.gpkg"),
+            str(source),
+            "masterparcels",
+            "-nln",
+            "parcels",
+            "-nlt",
+            "PROMOTE_TO_MULTI",
+        ]
+    )
+    full_t, full_rss, full_out = measure([sys.executable, str(script), str(source), str(work / "staging")])
+    edit_source(source, parcels)
+    inc_t, inc_rss, inc_out = measure([sys.executable, str(script), str(source), str(work / "staging")])
+    return {
+        "parcels": parcels,
+        "ogr2ogr_s": ref_t,
+        "ogr2ogr_rss_mib": ref_rss,
+        "full_s": full_t,
+        "full_rss_mib": full_rss,
+        "incremental_s": inc_t,
+        "incremental_rss_mib": inc_rss,
+        "full_vs_ogr2ogr": full_t / ref_t,
+        "incremental_vs_full": inc_t / full_t,
+        "full_run": full_out.strip(),
+        "incremental_run": inc_out.strip(),
+    }
+
+
+def main(sizes: list[int]) -> None:
+    (ROOT / "results").mkdir(exist_ok=True)
+    rows = []
+    for parcels in sizes:
+        with tempfile.TemporaryDirectory(dir=ROOT / "results") as tmp:
+            rows.append(bench(parcels, Path(tmp)))
+    header = f"{'parcels':>9} {'tool':<12} {'seconds':>8} {'parcels/s':>10} {'peak RSS MiB':>13} {'ratio':>8}"
+    print(header)
+    for r in rows:
+        n = r["parcels"]
+        print(
+            f"{n:>9,} {'ogr2ogr':<12} {r['ogr2ogr_s']:>8.1f} {n / r['ogr2ogr_s']:>10,.0f} {r['ogr2ogr_rss_mib']:>13.0f} {'1.00':>8}"
+        )
+        print(
+            f"{n:>9,} {'full sync':<12} {r['full_s']:>8.1f} {n / r['full_s']:>10,.0f} {r['full_rss_mib']:>13.0f} "
+            f"{r['full_vs_ogr2ogr']:>8.2f}  (vs ogr2ogr)"
+        )
+        print(
+            f"{n:>9,} {'incremental':<12} {r['incremental_s']:>8.1f} {n / r['incremental_s']:>10,.0f} "
+            f"{r['incremental_rss_mib']:>13.0f} {r['incremental_vs_full']:>8.2f}  (vs full)"
+        )
+    (ROOT / "results" / "sync_bench.json").write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main([int(a) for a in sys.argv[1:]] or [100_000, 1_000_000])

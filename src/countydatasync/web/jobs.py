@@ -1,0 +1,93 @@
+"""The background sync started from the web: one at a time, in a thread of the server process.
+
+`countydatasync serve` and a CLI or scheduled sync share the run lock beside the staging databases, so
+the API answers 409 both while its own sync runs and while another process holds the lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from countydatasync.errors import CountyDataSyncError
+from countydatasync.settings import Settings
+from countydatasync.sync.lock import LOCK_NAME, is_locked
+from countydatasync.sync.result import RunResult
+
+log = logging.getLogger(__name__)
+
+SyncRunner = Callable[..., RunResult]
+
+
+class SyncBusy(Exception):
+    """A sync is already running (in this server or in another process)."""
+
+
+def _default_runner(settings: Settings, *, full: bool = False) -> RunResult:
+    from countydatasync.sync import run_sync  # imported late: the web app starts without the pipeline loaded
+
+    return run_sync(settings, full=full)
+
+
+class SyncJob:
+    """Starts syncs in a background thread and remembers the last one's outcome."""
+
+    def __init__(self, runner: SyncRunner = _default_runner) -> None:
+        self._runner = runner
+        self._guard = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.started_at: datetime | None = None
+        self.finished_at: datetime | None = None
+        self.full: bool | None = None
+        self.run_id: int | None = None
+        self.outcome: str | None = None
+        self.message: str | None = None
+
+    @property
+    def running(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def busy(self, settings: Settings) -> bool:
+        """True while this server's sync runs or another process holds the run lock."""
+        if self.running:
+            return True
+        # Without a lock file nobody holds the lock; checking would create the file (and a GET must not).
+        directory = settings.output.directory
+        return (directory / LOCK_NAME).is_file() and is_locked(directory)
+
+    def start(self, settings: Settings, full: bool = False) -> None:
+        """Start a sync in the background, or raise SyncBusy at once if one is running."""
+        with self._guard:
+            if self.busy(settings):
+                raise SyncBusy("a sync is already running; wait for it to finish")
+            self.started_at, self.finished_at = datetime.now(UTC), None
+            self.full, self.run_id, self.outcome, self.message = full, None, None, None
+            self._thread = threading.Thread(target=self._run, args=(settings, full), name="web-sync",
+                                            daemon=True)
+            self._thread.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the running sync (if any); True when none is running afterwards."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return not self.running
+
+    def _run(self, settings: Settings, full: bool) -> None:
+        log.info("sync started from the web (full=%s)", full)
+        try:
+            result = self._runner(settings, full=full)
+        except CountyDataSyncError as exc:
+            self.outcome, self.message = "failed", str(exc)
+            log.warning("web-started sync failed: %s", exc)
+        except Exception as exc:  # the thread must record every failure, not die silently
+            self.outcome, self.message = "failed", f"unexpected error: {exc}"
+            log.exception("web-started sync crashed")
+        else:
+            self.run_id, self.outcome, self.message = result.run_id, result.status, result.error
+            log.info("web-started sync %s: run %s", result.status, result.run_id)
+        finally:
+            self.finished_at = datetime.now(UTC)

@@ -1,0 +1,175 @@
+"""The read endpoints, checked against the staging databases the pipeline wrote."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sqlite3
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from countydatasync.settings import Settings
+from countydatasync.web import create_app
+from tests.web.conftest import XSS_OWNER, Staging
+
+
+def test_health_reports_databases_and_no_running_sync(client: TestClient) -> None:
+    body = client.get("/api/health").json()
+    assert body["status"] == "ok"
+    assert body["databases"] == {"geo": True, "stats": True, "working": True}
+    assert body["sync_running"] is False
+
+
+def test_runs_list_matches_the_stats_db(client: TestClient, staging: Staging) -> None:
+    body = client.get("/api/runs").json()
+    with sqlite3.connect(staging.settings.output.stats_path) as con:
+        runs = con.execute("SELECT run_id, extracted, inserted, rejected FROM runs "
+                           "ORDER BY run_id DESC").fetchall()
+    assert body["total"] == len(runs) >= 1
+    assert [(r["run_id"], r["extracted"], r["inserted"], r["rejected"]) for r in body["items"]] == runs
+    run = body["items"][0]
+    assert run["extracted"] == run["inserted"] + run["updated"] + run["unchanged"] + run["rejected"]
+
+
+def test_one_run_has_its_counts_and_errors(client: TestClient, staging: Staging) -> None:
+    body = client.get("/api/runs/1").json()
+    assert body["run"]["run_id"] == 1 and body["run"]["status"] == "succeeded"
+    with staging.working() as con:
+        by_reason = dict(con.execute("SELECT reason, count(*) FROM errors WHERE run_id = 1 GROUP BY 1"))
+    assert {c["reason"]: c["count"] for c in body["error_counts"]} == by_reason
+    assert len(body["errors"]) == sum(by_reason.values())
+    rejected = sum(c["count"] for c in body["error_counts"] if c["severity"] == "error")
+    assert rejected == body["run"]["rejected"]
+
+
+def test_unknown_run_is_404(client: TestClient) -> None:
+    assert client.get("/api/runs/999999").status_code == 404
+    assert client.get("/api/runs/0").status_code == 422
+
+
+def test_statistics_are_the_aggregates(client: TestClient, staging: Staging) -> None:
+    body = client.get("/api/statistics", params={"dimension": "zoning"}).json()
+    with sqlite3.connect(staging.settings.output.stats_path) as con:
+        rows = dict(con.execute("SELECT value, parcel_count FROM aggregates WHERE dimension = 'zoning'"))
+        acres = con.execute("SELECT acres_sum FROM aggregates WHERE dimension = 'zoning' "
+                            "AND value = 'R-4'").fetchone()
+    assert {g["value"]: g["parcel_count"] for g in body["groups"]} == rows
+    assert set(body["dimensions"]) == set(staging.settings.stats.dimensions)
+    r4 = next(g for g in body["groups"] if g["value"] == "R-4")
+    assert r4["measures"]["acres"]["sum"] == acres[0]
+    assert all(g["dimension"] == "zoning" for g in body["groups"])
+
+
+def test_status_counts_match_the_working_db(client: TestClient, staging: Staging) -> None:
+    body = client.get("/api/statistics/status").json()
+    with staging.working() as con:
+        counts = dict(con.execute("SELECT sync_status, count(*) FROM parcels GROUP BY 1").fetchall())
+        drawn = dict(con.execute("SELECT sync_status, count(*) FROM parcels WHERE in_geo = 1 GROUP BY 1"))
+    assert body["counts"] == {s: counts.get(s, 0) for s in ("synced", "pending", "error")}
+    assert body["counts"]["pending"] == len(staging.pending_keys) and body["counts"]["error"] > 0
+    assert body["on_map"] == {s: drawn.get(s, 0) for s in ("synced", "pending", "error")}
+    assert body["total"] == sum(counts.values())
+
+
+def test_errors_filter_and_page(client: TestClient, staging: Staging) -> None:
+    everything = client.get("/api/errors", params={"limit": 1000}).json()
+    with staging.working() as con:
+        total = con.execute("SELECT count(*) FROM errors").fetchone()[0]
+        warnings = con.execute("SELECT count(*) FROM errors WHERE severity = 'warning'").fetchone()[0]
+    assert everything["total"] == len(everything["items"]) == total > 0
+    assert all(e["reason"] for e in everything["items"])
+    only = client.get("/api/errors", params={"severity": "warning"}).json()
+    assert only["total"] == warnings and all(e["severity"] == "warning" for e in only["items"])
+    page = client.get("/api/errors", params={"limit": 2, "offset": 1}).json()
+    assert [e["id"] for e in page["items"]] == [e["id"] for e in everything["items"][1:3]]
+    assert client.get("/api/errors", params={"severity": "fatal"}).status_code == 422
+
+
+def test_parcel_detail_has_attributes_status_and_history(client: TestClient, staging: Staging) -> None:
+    body = client.get(f"/api/parcels/{staging.xss_key}").json()
+    assert body["key"] == staging.xss_key
+    assert body["status"] == "synced" and body["in_geo"] is True
+    assert body["attributes"]["owner_name"] == XSS_OWNER  # JSON carries the raw text; the page escapes it
+    assert list(body["attributes"]) == [c.name for c in staging.settings.columns] + ["gis_acres"]
+    with staging.working() as con:
+        logged = con.execute("SELECT id, action FROM change_log WHERE pin = ? ORDER BY id DESC",
+                             (staging.xss_key,)).fetchall()
+    assert [(h["id"], h["action"]) for h in body["history"]] == logged
+    assert body["history"][0]["action"] == "update" and "land_value" in body["history"][0]["changed_fields"]
+    assert body["history"][0]["run_id"] == body["sync"]["last_run_id"] == 2
+
+
+def test_parcel_in_error_carries_its_reason(client: TestClient, staging: Staging) -> None:
+    with staging.working() as con:
+        key, reason = con.execute("SELECT pin, sync_reason FROM parcels WHERE sync_status = 'error' "
+                                  "ORDER BY pin LIMIT 1").fetchone()
+    body = client.get(f"/api/parcels/{key}").json()
+    assert body["status"] == "error" and body["reason"] == reason
+    assert body["errors"] and body["errors"][0]["reason"] == reason
+
+
+def test_unknown_parcel_is_404(client: TestClient) -> None:
+    response = client.get("/api/parcels/no-such-parcel")
+    assert response.status_code == 404 and "no-such-parcel" in response.json()["detail"]
+
+
+def test_missing_staging_answers_503_without_creating_files(tmp_path: Path) -> None:
+    settings = Settings(output={"directory": tmp_path / "nothing"})
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/api/health").json()["status"] == "degraded"
+        for url in ("/api/runs", "/api/statistics", "/api/errors", "/api/parcels/1",
+                    "/api/parcels?bbox=-123,46,-122,47"):
+            response = client.get(url)
+            assert response.status_code == 503, url
+            assert str(tmp_path) not in response.text  # no server paths in answers
+        assert client.get("/api/map-config").json()["extent"] is None
+    assert not (tmp_path / "nothing").exists()
+
+
+def _digest(directory: Path) -> dict[str, str]:
+    files = sorted(p for p in directory.iterdir() if p.is_file())
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def test_gets_change_nothing(client: TestClient, staging: Staging) -> None:
+    before = _digest(staging.settings.output.directory)
+    for url in ("/api/health", "/api/runs", "/api/runs/1", "/api/statistics", "/api/statistics/status",
+                "/api/errors", f"/api/parcels/{staging.xss_key}", "/api/map-config", "/api/sync",
+                "/api/parcels?bbox=-180,-90,180,90&zoom=12", "/", "/map", "/docs"):
+        assert client.get(url).status_code == 200, url
+    assert _digest(staging.settings.output.directory) == before
+
+
+def test_pages_and_offline_assets(client: TestClient) -> None:
+    for url, marker in (("/", "dashboard.js"), ("/map", "map.js"), ("/docs", "docs.js")):
+        page = client.get(url)
+        assert page.headers["content-type"].startswith("text/html") and marker in page.text
+        assert "<script>" not in page.text  # only external scripts: the CSP forbids inline ones
+    assert "Leaflet" in client.get("/static/leaflet/leaflet.js").text
+    assert client.get("/static/leaflet/leaflet.css").status_code == 200
+    assert client.get("/static/swagger/swagger-ui-bundle.js").status_code == 200
+    assert "/openapi.json" in client.get("/static/docs.js").text
+    assert client.get("/openapi.json").json()["info"]["title"] == "CountyDataSync"
+
+
+def test_our_scripts_never_parse_data_as_html() -> None:
+    static = Path(create_app.__code__.co_filename).parent / "static"
+    scripts = sorted(static.glob("*.js"))
+    assert {p.name for p in scripts} >= {"common.js", "map.js", "dashboard.js", "docs.js"}
+    for script in scripts:
+        text = script.read_text()
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in text, f"{script.name} uses {sink}"
+
+
+def test_staging_folder_with_awkward_characters(staging: Staging, tmp_path: Path) -> None:
+    folder = tmp_path / "county data #2 ?x=1 100%"
+    shutil.copytree(staging.settings.output.directory, folder)
+    settings = staging.settings.model_copy(
+        update={"output": staging.settings.output.model_copy(update={"directory": folder})})
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/api/runs").json()["total"] == 2
+        assert client.get(f"/api/parcels/{staging.xss_key}").status_code == 200
+        bbox = ",".join(map(str, client.get("/api/map-config").json()["extent"]))
+        assert client.get("/api/parcels", params={"bbox": bbox}).json()["returned"] > 1000

@@ -1,0 +1,184 @@
+"""The map and the dashboard in Debian's Chromium (Playwright), against a live uvicorn on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import uvicorn
+from playwright.sync_api import expect
+
+from countydatasync.web import create_app
+from tests.web.conftest import TOKEN, XSS_OWNER, Staging
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path(os.environ.get("CDS_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+COLORS = {"synced": "#1a9641", "pending": "#e6b800", "error": "#d7191c"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def _serving(app: object, port: int) -> Iterator[str]:
+    live = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=live.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not live.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        live.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(staging: Staging) -> Iterator[str]:
+    with _serving(create_app(staging.settings), _free_port()) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright  # imported here: a missing browser skips, not errors
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                              args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: object) -> Iterator[object]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.problems = []  # console errors (CSP violations among them) and dialogs (an executed payload)
+    page.on("console", lambda msg: msg.type == "error" and page.problems.append(msg.text))
+    page.on("pageerror", lambda exc: page.problems.append(str(exc)))
+    page.on("response", lambda r: r.status >= 400 and page.problems.append(f"{r.status} {r.url}"))
+    page.on("dialog", lambda dialog: (page.problems.append("dialog: " + dialog.message), dialog.dismiss()))
+    yield page
+    context.close()
+
+
+def _count(text: str) -> int:
+    return int(re.sub(r"\D", "", text))
+
+
+def test_map_draws_parcels_by_status_with_legend_and_popup(page, server: str, staging: Staging,
+                                                         tmp_path: Path) -> None:
+    with staging.working() as con:
+        totals = dict(con.execute("SELECT sync_status, count(*) FROM parcels GROUP BY 1").fetchall())
+        drawn = dict(con.execute("SELECT sync_status, count(*) FROM parcels WHERE in_geo = 1 GROUP BY 1"))
+    page.goto(server + "/map")
+    page.wait_for_selector("#map[data-state=loaded]", timeout=20_000)
+
+    for status, color in COLORS.items():
+        shapes = page.locator(f"path.parcel-{status}")
+        assert shapes.count() == drawn.get(status, 0), status
+        assert shapes.first.get_attribute("fill") == color
+        assert _count(page.locator(f"#count-{status}").inner_text()) == totals.get(status, 0)
+    assert drawn["pending"] > 0 and drawn["error"] > 0
+
+    # The popup of the parcel whose owner is an HTML payload shows the payload as text.
+    page.locator(f'path[data-key="{staging.xss_key}"]').click()
+    popup = page.locator(".leaflet-popup-content .popup table")
+    popup.wait_for(timeout=10_000)
+    assert XSS_OWNER in popup.inner_text()
+    assert page.locator(".leaflet-popup-content img").count() == 0
+    page.screenshot(path=str(tmp_path / "map-popup.png"), animations="disabled")
+
+    # An error parcel's popup carries its reason.
+    page.locator(".leaflet-popup-close-button").click()
+    page.locator(f'path[data-key="{staging.broken_keys[0]}"]').click()
+    popup = page.locator(".leaflet-popup-content .popup h3")
+    popup.wait_for(timeout=10_000)
+    assert popup.inner_text() == "Error parcel"
+    assert "null_geometry" in page.locator(".leaflet-popup-content").inner_text()
+
+    # The status filter: without 'synced' only pending and error parcels remain.
+    page.locator("input[name=status][value=synced]").uncheck()
+    expect(page.locator("path.parcel-synced")).to_have_count(0, timeout=10_000)  # no eval: the CSP forbids it
+    page.wait_for_selector("#map[data-state=loaded]")
+    expect(page.locator("path.parcel-pending")).to_have_count(drawn["pending"])
+    expect(page.locator("path.parcel-error")).to_have_count(drawn["error"])
+    page.screenshot(path=str(tmp_path / "map-filtered.png"), animations="disabled")
+    assert page.problems == []
+
+
+def test_dashboard_shows_runs_statistics_and_errors(page, server: str, staging: Staging,
+                                                    tmp_path: Path) -> None:
+    page.goto(server + "/")
+    page.wait_for_selector("#run-history table")
+    page.wait_for_selector("#statistics table")
+    with staging.working() as con:
+        errors = con.execute("SELECT count(*) FROM errors WHERE run_id = 2").fetchone()[0]
+    assert page.locator("#run-history tbody tr").count() == 2
+    assert "incremental" in page.locator("#last-run").inner_text()
+    assert page.locator("#last-errors tbody tr").count() == errors > 0
+    page.select_option("#dimension", "zoning")
+    assert "R-4" in page.locator("#statistics").inner_text()
+    assert page.get_by_role("link", name="Open the map").get_attribute("href") == "/map"
+    page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+    assert page.problems == []
+
+
+def test_api_docs_work_offline_under_the_csp(page, server: str) -> None:
+    page.goto(server + "/docs")
+    operations = page.locator(".opblock-summary-path")
+    expect(operations.filter(has_text="/api/parcels/{key}")).to_have_count(1, timeout=20_000)
+    assert operations.count() >= 11
+    assert page.problems == []
+
+
+def test_basemap_from_settings_is_drawn_under_the_parcels(page, staging: Staging, tmp_path: Path) -> None:
+    port = _free_port()
+    # The app's own favicon stands in for a tile server, so the test needs no network.
+    template = f"http://127.0.0.1:{port}/static/favicon.svg?z={{z}}&x={{x}}&y={{y}}"
+    web = staging.settings.web.model_copy(update={"basemap_url": template,
+                                                  "basemap_attribution": "Tiles <b>test</b>"})
+    with _serving(create_app(staging.settings.model_copy(update={"web": web})), port) as base:
+        page.goto(base + "/map")
+        page.wait_for_selector("#map[data-state=loaded]", timeout=20_000)
+        tiles = page.locator("img.leaflet-tile")
+        expect(tiles.first).to_be_visible()
+        assert "/static/favicon.svg?z=" in tiles.first.get_attribute("src")
+        assert page.locator("#attribution").inner_text() == "Tiles <b>test</b>"  # text, not markup
+        assert page.locator("path.parcel-synced").count() > 0
+        page.screenshot(path=str(tmp_path / "map-basemap.png"))
+    assert page.problems == []
+
+
+def test_dashboard_starts_a_sync_with_the_token(page, fresh_staging: Staging) -> None:
+    with _serving(create_app(fresh_staging.settings), _free_port()) as base:
+        page.goto(base + "/")
+        page.wait_for_selector("#run-history table")
+        before = page.locator("#run-history tbody tr").count()
+        page.fill("#sync-token", "not-the-token")
+        page.click("#sync-form button")
+        expect(page.locator("#sync-state")).to_have_text("Not started: invalid token")
+        page.fill("#sync-token", TOKEN)
+        page.click("#sync-form button")
+        expect(page.locator("#sync-state")).to_have_text("Sync succeeded.", timeout=60_000)
+        expect(page.locator("#run-history tbody tr")).to_have_count(before + 1)
+    # The refused attempt shows up as a 403 in the console; nothing else may.
+    assert [p for p in page.problems if "403" not in p] == []

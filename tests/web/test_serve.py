@@ -1,0 +1,66 @@
+"""`serve` as a command: help text, and a real server process answering on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import typer
+from typer.testing import CliRunner
+
+from countydatasync.web.commands import _is_loopback, serve
+from tests.web.conftest import Staging
+
+
+def _command() -> typer.Typer:
+    app = typer.Typer()
+    app.command()(serve)
+    return app
+
+
+def test_serve_has_help() -> None:
+    result = CliRunner().invoke(_command(), ["--help"])
+    assert result.exit_code == 0
+    assert "--host" in result.output and "--port" in result.output and "--config" in result.output
+
+
+def test_serve_refuses_a_missing_config(tmp_path: Path) -> None:
+    result = CliRunner().invoke(_command(), ["--config", str(tmp_path / "missing.toml")])
+    assert result.exit_code == 1
+
+
+def test_loopback_detection() -> None:
+    assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("localhost")
+    assert not _is_loopback("0.0.0.0") and not _is_loopback("192.168.1.10")  # noqa: S104
+
+
+def test_serve_runs_uvicorn_on_loopback(staging: Staging, tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = staging.settings.output
+    env = {**os.environ, "CDS_OUTPUT__DIRECTORY": str(out.directory), "CDS_WEB__PORT": str(port),
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    code = "import typer; from countydatasync.web.commands import serve; typer.run(serve)"
+    process = subprocess.Popen([sys.executable, "-c", code, "--log-level", "warning"], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, process.stderr.read().decode()
+                assert time.monotonic() < deadline, "server did not answer"
+                time.sleep(0.1)
+        assert response.json()["databases"] == {"geo": True, "stats": True, "working": True}
+        assert "server" not in response.headers
+    finally:
+        process.terminate()
+        process.wait(10)
