@@ -40,4 +40,20 @@ if [ "$(psql_admin "-c \"SELECT 1 FROM pg_database WHERE datname = '$DB'\"")" !=
   psql_admin "-c 'CREATE DATABASE $DB'" >/dev/null
 fi
 psql_admin "-d $DB -c 'CREATE EXTENSION IF NOT EXISTS postgis'" >/dev/null
+
+# The tests connect over TCP as postgres without a password. Debian's default pg_hba.conf asks for one on
+# 127.0.0.1; in that case let local TCP logins to the test database alone in, and reload.
+if ! PGCONNECT_TIMEOUT=5 psql -h 127.0.0.1 -U postgres -d "$DB" -w -XtAq -c 'SELECT 1' >/dev/null 2>&1; then
+  hba=$(psql_admin "-c 'SHOW hba_file'")
+  rule="host $DB postgres 127.0.0.1/32 trust"
+  if ! grep -qxF "$rule" "$hba"; then
+    echo "allowing local TCP logins of postgres to $DB in $hba"
+    { echo "$rule"; cat "$hba"; } >"$hba.new" && cat "$hba.new" >"$hba" && rm -f "$hba.new"
+  fi
+  psql_admin "-c 'SELECT pg_reload_conf()'" >/dev/null
+  for _ in $(seq 1 10); do
+    PGCONNECT_TIMEOUT=5 psql -h 127.0.0.1 -U postgres -d "$DB" -w -XtAq -c 'SELECT 1' >/dev/null 2>&1 && break
+    sleep 1
+  done
+fi
 echo "PostgreSQL $version/$name is ready with database $DB (PostGIS $(psql_admin "-d $DB -c 'SELECT postgis_lib_version()'"))"

@@ -319,6 +319,7 @@ def test_an_unreachable_server_is_retried_then_reported(
         ("40P01", "deadlock detected", True),
         ("40001", "could not serialize access", True),
         ("57014", "canceling statement due to statement timeout", True),
+        ("25P03", "terminating connection due to idle-in-transaction timeout", True),
         ("08006", "connection failure", True),
         (None, "server closed the connection unexpectedly", True),
         (None, 'FATAL:  password authentication failed for user "x"', False),
@@ -330,6 +331,8 @@ def test_an_unreachable_server_is_retried_then_reported(
 )
 def test_errors_are_classified_by_sqlstate(sqlstate: str | None, text: str, transient: bool) -> None:
     assert is_transient(sqlstate, text) is transient
+    # Without a SQLSTATE only connection-level errors are worth a retry.
+    assert is_transient(sqlstate, text, connection_error=False) is (transient and sqlstate is not None)
 
 
 def test_a_statement_timeout_is_transient_and_retried_on_a_new_session(
@@ -368,4 +371,28 @@ def test_keys_of_any_common_type_page_without_gaps(
     # The sync asks for keys as text (its normalized form); they compare as the column's type.
     again = pd.concat(source.rows_for_keys(["3", "9", "8"]))
     assert [int(k) for k in again[RAW_KEY]] == [3, 3, 9]
+    source.close()
+
+
+def test_a_snapshot_closed_by_the_idle_timeout_is_resumed(
+    pg_url: str, pg_conninfo: str, pg_schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server ends a transaction left idle too long (a slow writer between two batches)."""
+    import time
+
+    import sqlalchemy as sa
+
+    _make_table(pg_conninfo, pg_schema, [f"K{i:03d}" for i in range(30)])
+    source = open_source(_settings(pg_url, pg_schema, batch_size=10))
+    keys: list[object] = []
+    with caplog.at_level(logging.WARNING):
+        for i, frame in enumerate(source.batches()):
+            keys.extend(frame[RAW_KEY])
+            if i == 0:
+                source._frame(
+                    sa.text("SELECT set_config('idle_in_transaction_session_timeout', '100', false)")
+                )
+                time.sleep(0.5)
+    assert keys == [f"K{i:03d}" for i in range(30)]
+    assert "retry 1 of 3" in caplog.text
     source.close()

@@ -26,6 +26,7 @@ from typing import Any
 
 import adbc_driver_postgresql.dbapi as adbc
 import pandas as pd
+import psycopg
 import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
@@ -38,9 +39,10 @@ from countydatasync.extract.sql import SqlSource
 log = logging.getLogger(__name__)
 
 # SQLSTATEs worth retrying: connection exceptions (class 08), insufficient resources (53), serialization
-# failure, deadlock, admin/crash shutdown, cannot connect now, query cancelled or timed out, lock timeout.
+# failure, deadlock, admin/crash shutdown, cannot connect now, query cancelled or timed out, lock timeout,
+# and a snapshot closed by idle_in_transaction_session_timeout while the sync was busy writing.
 TRANSIENT_CLASSES = ("08", "53")
-TRANSIENT_CODES = {"40001", "40P01", "57P01", "57P02", "57P03", "57014", "55P03"}
+TRANSIENT_CODES = {"40001", "40P01", "57P01", "57P02", "57P03", "57014", "55P03", "25P03"}
 # A failed connection attempt carries no SQLSTATE; the server's FATAL text tells refusals from outages.
 REFUSED_LOGIN = (
     "authentication failed",
@@ -65,11 +67,12 @@ def _pandas_type(arrow_type: pa.DataType) -> Any:
     return None
 
 
-def is_transient(sqlstate: str | None, text: str) -> bool:
-    """Whether a PostgreSQL error is worth retrying, by SQLSTATE or (for a failed connect) its text."""
+def is_transient(sqlstate: str | None, text: str, connection_error: bool = True) -> bool:
+    """Whether a PostgreSQL error is worth retrying: by SQLSTATE when the server sent one; otherwise only a
+    connection-level error (the driver's OperationalError) is, unless its text says the login was refused."""
     if sqlstate:
         return sqlstate.startswith(TRANSIENT_CLASSES) or sqlstate in TRANSIENT_CODES
-    return not any(marker in text for marker in REFUSED_LOGIN)
+    return connection_error and not any(marker in text for marker in REFUSED_LOGIN)
 
 
 class PostgresSource(SqlSource):
@@ -102,7 +105,10 @@ class PostgresSource(SqlSource):
     def translate(self, exc: BaseException) -> SourceError:
         original = getattr(exc, "orig", None) or exc
         sqlstate = getattr(original, "sqlstate", None)
-        if is_transient(sqlstate, str(original)):
+        connection_error = isinstance(original, psycopg.OperationalError | adbc.OperationalError) or bool(
+            getattr(exc, "connection_invalidated", False)
+        )
+        if is_transient(sqlstate, str(original), connection_error):
             return TransientSourceError(self.message(exc, "lost or could not reach"))
         hint = HINTS.get(sqlstate or "", "")
         if sqlstate == "42883" and "st_" not in str(original).lower():

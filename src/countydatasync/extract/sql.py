@@ -5,11 +5,12 @@ Backends for particular databases subclass `SqlSource` and override the geometry
 
 Reading goes through a *session* (by default a SQLAlchemy connection; a backend may use an Arrow driver
 instead) that is opened lazily and kept for the source's life. `batches` runs on one session inside a
-snapshot when the backend offers one (`snapshot_options`, or its own `connect`). A transient failure (see `translate`) drops the session, waits
-`retry_backoff_seconds` (doubling on each further try, up to `max_retries` tries) and runs the same
-statement again on a new session: since paging resumes from the last key of the last *completed* batch,
-a retried extraction has no duplicates and no gaps. The new session starts a new snapshot, so after a
-reconnect a run only guarantees what keyset paging guarantees (see the backend modules).
+snapshot when the backend offers one (`snapshot_options`, or its own `connect`). A transient failure (see
+`translate`) drops the session, waits `retry_backoff_seconds` (doubling on each further try, up to
+`max_retries` tries) and runs the same statement again on a new session: since paging resumes from the
+last key of the last *completed* batch, a retried extraction has no duplicates and no gaps. The new
+session starts a new snapshot, so after a reconnect a run only guarantees what keyset paging guarantees
+(see the backend modules).
 """
 
 from __future__ import annotations
