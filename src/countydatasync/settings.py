@@ -115,7 +115,7 @@ class SourceSettings(BaseModel):
         "transactions that commit late; re-read unchanged rows are recognised by their hash.",
     )
     batch_size: int = Field(
-        default=20_000, ge=1, description="Rows per extraction batch; memory grows with it (about 5 KB a row in flight)."
+        default=10_000, ge=1, description="Rows per extraction batch; memory grows with it (about 5 KB a row in flight)."
     )
     max_retries: int = Field(default=5, ge=0, description="Retries of a batch after a transient failure.")
     retry_backoff_seconds: float = Field(
