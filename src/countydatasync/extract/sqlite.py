@@ -9,6 +9,7 @@ are read as text and typed by the transform, which reports the rows that do not 
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,18 @@ class SqliteSource(SqlSource):
             return sa.cast(column, sa.Text)
         # Text in a WKB column becomes its bytes, which the transform reports as unparseable.
         return sa.case((sa.func.typeof(column).in_(["blob", "null"]), column), else_=sa.cast(column, sa.LargeBinary))
+
+    def page_statement(self, modified_since: datetime | None, after: bool, limit: int) -> sa.Select[Any]:
+        """With a watermark, few rows qualify: a unary + on the key keeps SQLite from walking the whole key
+        index in order and lets it use the modified column's index, then sort (0.5 s -> 20 ms a page at 1M)."""
+        if modified_since is None:
+            return super().page_statement(modified_since, after, limit)
+        column = self.table().c[self.spec.key_column]
+        key = sa.literal_column("+" + str(column.compile(dialect=self.engine.dialect)))
+        stmt = self.select_rows().where(key.is_not(None), self.modified_column() > sa.bindparam("since"))
+        if after:
+            stmt = stmt.where(key > self.key_parameter(sa.bindparam("last")))
+        return stmt.order_by(key).limit(limit)
 
     def key_output(self, key: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         return sa.cast(key, sa.Text)
