@@ -8,7 +8,7 @@ SRID 2927), then measures, each in its own process:
   adbc        PostgresSource.batches() as shipped: Arrow pages through ADBC's PostgreSQL driver
   full sync   all three staging databases from the PostGIS table
   ogr2ogr     PostGIS -> GeoPackage with GDAL's command-line tool (the reference)
-and prints seconds, parcels/s, peak RSS of the process tree (sampled every 20 ms) and the ratio to ogr2ogr.
+and prints seconds, parcels/s, peak memory of the process tree (PSS, see measure.py) and the ratio to ogr2ogr.
 Extraction rates count the time inside `batches()` only (not interpreter start-up); the others are wall
 time of the whole process.
 """
@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import psycopg
+from measure import measure  # bench/measure.py, beside this script
 from sqlalchemy.engine import make_url
 
 from countydatasync.sample.county import SampleCounty
@@ -72,26 +71,6 @@ if __name__ == "__main__":
     result = run_sync(settings)
     print(result.extracted, result.inserted, result.rejected)
 """.replace("BATCH", str(BATCH))
-
-
-def measure(command: list[str]) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS in MiB of the process tree, and stdout."""
-    start = time.perf_counter()
-    process = psutil.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = 0
-    while process.poll() is None:
-        try:
-            tree = [process, *process.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-        except psutil.Error:
-            pass
-        time.sleep(0.02)
-    seconds = time.perf_counter() - start
-    out = process.stdout.read() if process.stdout else ""
-    if process.returncode:
-        err = process.stderr.read() if process.stderr else ""
-        raise SystemExit(f"{command[0]} failed with exit code {process.returncode}: {err[-2000:]}")
-    return seconds, peak / 2**20, out
 
 
 def ensure_table(conninfo: str, parcels: int) -> str:
@@ -159,7 +138,7 @@ def main(sizes: list[int]) -> None:
     for parcels in sizes:
         with tempfile.TemporaryDirectory(dir=ROOT / "results") as tmp:
             rows.append(bench(url, parcels, Path(tmp)))
-    columns = ("parcels", "what", "seconds", "parcels/s", "peak RSS MiB", "vs ogr2ogr")
+    columns = ("parcels", "what", "seconds", "parcels/s", "peak PSS MiB", "vs ogr2ogr")
     print("{:>9} {:<18} {:>8} {:>10} {:>13} {:>11}".format(*columns))
     for r in rows:
         n = int(r["parcels"])  # type: ignore[call-overload]

@@ -14,14 +14,12 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import psutil
 import shapely
+from measure import measure  # bench/measure.py, beside this script
 
 from countydatasync.sample.county import SampleCounty, write_sample_county
 
@@ -35,29 +33,6 @@ if __name__ == "__main__":
     result = run_sync(settings)
     print(result.mode, result.extracted, result.inserted, result.updated, result.deleted, result.rejected)
 """
-
-
-def measure(command: list[str]) -> tuple[float, float, str]:
-    """Wall seconds, peak memory in MiB of the process tree, and stdout.
-
-    Memory is the sum of proportional set sizes (PSS): a forked child shares the parent's libraries, and
-    summing RSS would count those pages twice. (Summed RSS is an upper bound, within ~100 MiB here.)
-    """
-    start = time.perf_counter()
-    process = psutil.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    peak = 0
-    while process.poll() is None:
-        try:
-            tree = [process, *process.children(recursive=True)]
-            peak = max(peak, sum(p.memory_full_info().pss for p in tree if p.is_running()))
-        except psutil.Error:
-            pass
-        time.sleep(0.05)
-    seconds = time.perf_counter() - start
-    out = process.stdout.read() if process.stdout else ""
-    if process.returncode:
-        raise SystemExit(f"{command[0]} failed with exit code {process.returncode}")
-    return seconds, peak / 2**20, out
 
 
 def edit_source(path: Path, parcels: int) -> None:
@@ -115,11 +90,11 @@ def bench(parcels: int, work: Path) -> dict[str, float]:
     return {
         "parcels": parcels,
         "ogr2ogr_s": ref_t,
-        "ogr2ogr_rss_mib": ref_rss,
+        "ogr2ogr_pss_mib": ref_rss,
         "full_s": full_t,
-        "full_rss_mib": full_rss,
+        "full_pss_mib": full_rss,
         "incremental_s": inc_t,
-        "incremental_rss_mib": inc_rss,
+        "incremental_pss_mib": inc_rss,
         "full_vs_ogr2ogr": full_t / ref_t,
         "incremental_vs_full": inc_t / full_t,
         "full_run": full_out.strip(),
@@ -133,21 +108,16 @@ def main(sizes: list[int]) -> None:
     for parcels in sizes:
         with tempfile.TemporaryDirectory(dir=ROOT / "results") as tmp:
             rows.append(bench(parcels, Path(tmp)))
-    header = f"{'parcels':>9} {'tool':<12} {'seconds':>8} {'parcels/s':>10} {'peak PSS MiB':>13} {'ratio':>8}"
-    print(header)
+    print(f"{'parcels':>9} {'tool':<12} {'seconds':>8} {'parcels/s':>10} {'peak PSS MiB':>13} {'ratio':>8}")
     for r in rows:
         n = r["parcels"]
-        print(
-            f"{n:>9,} {'ogr2ogr':<12} {r['ogr2ogr_s']:>8.1f} {n / r['ogr2ogr_s']:>10,.0f} {r['ogr2ogr_rss_mib']:>13.0f} {'1.00':>8}"
-        )
-        print(
-            f"{n:>9,} {'full sync':<12} {r['full_s']:>8.1f} {n / r['full_s']:>10,.0f} {r['full_rss_mib']:>13.0f} "
-            f"{r['full_vs_ogr2ogr']:>8.2f}  (vs ogr2ogr)"
-        )
-        print(
-            f"{n:>9,} {'incremental':<12} {r['incremental_s']:>8.1f} {n / r['incremental_s']:>10,.0f} "
-            f"{r['incremental_rss_mib']:>13.0f} {r['incremental_vs_full']:>8.2f}  (vs full)"
-        )
+        for tool, key, ratio in [
+            ("ogr2ogr", "ogr2ogr", "1.00"),
+            ("full sync", "full", f"{r['full_vs_ogr2ogr']:.2f} vs ogr2ogr"),
+            ("incremental", "incremental", f"{r['incremental_vs_full']:.2f} vs full"),
+        ]:
+            seconds, memory = r[f"{key}_s"], r[f"{key}_pss_mib"]
+            print(f"{n:>9,} {tool:<12} {seconds:>8.1f} {n / seconds:>10,.0f} {memory:>13.0f} {ratio:>8}")
     (ROOT / "results" / "sync_bench.json").write_text(json.dumps(rows, indent=2))
 
 

@@ -17,23 +17,6 @@ from countydatasync.load.geopackage import q
 from countydatasync.load.working import COUNTED
 from countydatasync.sync.result import RunResult
 
-RUN_COLUMNS = [
-    "run_id",
-    "started_at",
-    "finished_at",
-    "status",
-    "mode",
-    "source",
-    "extracted",
-    "inserted",
-    "updated",
-    "unchanged",
-    "rejected",
-    "deleted",
-    "repaired",
-    "duration_s",
-    "message",
-]
 
 Deltas = dict[tuple[str, str], list[float]]
 
@@ -65,28 +48,11 @@ def next_run_id(con: sqlite3.Connection, schema: str) -> int:
 
 def record_run(con: sqlite3.Connection, schema: str, result: RunResult) -> None:
     """Insert or replace the run's row in the history."""
-    values = [
-        result.run_id,
-        result.started_at.isoformat(),
-        result.finished_at.isoformat() if result.finished_at else None,
-        result.status,
-        result.mode,
-        result.source,
-        result.extracted,
-        result.inserted,
-        result.updated,
-        result.unchanged,
-        result.rejected,
-        result.deleted,
-        result.repaired,
-        round(result.duration_s, 3),
-        result.error,
-    ]
+    record = result.as_record()
     con.execute(
-        f"INSERT OR REPLACE INTO {schema}.runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' * len(RUN_COLUMNS))})",
-        values,
+        f"INSERT OR REPLACE INTO {schema}.runs ({', '.join(record)}) VALUES ({', '.join('?' * len(record))})",
+        list(record.values()),
     )
-
 
 def _group_query(working: str, key_name: str, dimension: str, measures: Sequence[str], keyed: bool) -> str:
     sums = "".join(f", sum({q(m)}), count({q(m)})" for m in measures)

@@ -242,27 +242,7 @@ def _record_failure(settings: Settings, result: RunResult) -> None:
     byte-identical; never mask the original error."""
     try:
         settings.output.directory.mkdir(parents=True, exist_ok=True)
-        record = {
-            name: getattr(result, name)
-            for name in (
-                "run_id",
-                "mode",
-                "source",
-                "status",
-                "extracted",
-                "inserted",
-                "updated",
-                "unchanged",
-                "rejected",
-                "deleted",
-                "repaired",
-                "error",
-            )
-        }
-        record |= {
-            "started_at": result.started_at.isoformat(),
-            "finished_at": result.finished_at.isoformat() if result.finished_at else None,
-        }
+        record = result.as_record()
         with (settings.output.directory / FAILED_RUNS).open("a", encoding="utf-8") as out:
             out.write(json.dumps(record) + "\n")
     except Exception:
