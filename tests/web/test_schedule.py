@@ -77,6 +77,22 @@ def test_cron_expressions_parse_and_give_the_next_due_time() -> None:
     assert parse_cron("@hourly").expression == "@hourly"
 
 
+@pytest.mark.skipif(not hasattr(time, "tzset"), reason="changing the process's time zone needs time.tzset")
+def test_cron_reads_the_server_local_time_across_daylight_saving(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "America/Chicago")
+    time.tzset()
+    try:
+        nightly = parse_cron("0 2 * * *")
+        # 21:00 CST on 1 March: the next 02:00 Chicago time is 08:00 UTC.
+        assert nightly.next_after(T0, T0) == datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+        # 8 March 2026 02:00 does not exist in Chicago (clocks jump to 03:00 CDT); 9 March 02:00 CDT is 07:00 UTC.
+        after_jump = nightly.next_after(datetime(2026, 3, 8, 8, 30, tzinfo=UTC), T0)
+        assert after_jump == datetime(2026, 3, 9, 7, 0, tzinfo=UTC)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 @pytest.mark.parametrize("text", ["61 * * * *", "* * * *", "*/15 * * * * *", "a b c d e", "0 0 31 2 *",
                                   "@reboot", "*/0 * * * *"])
 def test_a_bad_cron_expression_is_refused_naming_the_value(text: str) -> None:

@@ -25,7 +25,10 @@ _CRON_ALIASES = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midn
 class Schedule(Protocol):
     """Due times of scheduled syncs."""
 
-    description: str
+    @property
+    def description(self) -> str:
+        """How the schedule reads in logs and on the dashboard, e.g. "every 15m"."""
+        ...
 
     def next_after(self, now: datetime, started: datetime) -> datetime:
         """The first due time strictly after `now` (aware, UTC); `started` is when the schedule began."""
