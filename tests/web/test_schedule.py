@@ -7,7 +7,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -39,6 +40,22 @@ def _until(condition: Callable[[], bool], timeout: float = 20.0, what: str = "co
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+@contextmanager
+def _hold_run_lock(directory: Path) -> Iterator[None]:
+    """Hold the run lock as another process would, taking it as soon as a running scheduled sync lets go."""
+    stack = ExitStack()
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            stack.enter_context(run_lock(directory))
+            break
+        except RunLockedError:
+            assert time.monotonic() < deadline, "the run lock was never free"
+            time.sleep(0.02)
+    with stack:
+        yield
 
 
 def _scheduled(staging: Staging, **web: object) -> Settings:
@@ -151,21 +168,12 @@ def test_scheduled_syncs_run_skip_while_locked_and_stop_with_the_server(fresh_st
         assert client.get("/api/sync").json()["trigger"] == "schedule"
 
         # Another holder of the run lock (as a CLI sync in another process would be): ticks are skipped.
-        while True:
-            try:
-                lock = run_lock(settings.output.directory)
-                lock.__enter__()
-                break
-            except RunLockedError:  # a scheduled sync is committing; take the lock right after it
-                time.sleep(0.02)
-        try:
+        with _hold_run_lock(settings.output.directory):
             held = _runs(settings)
             skipped = scheduler.skipped
             _until(lambda: scheduler.skipped >= skipped + 2, timeout=5, what="two skipped ticks")
             assert _runs(settings) == held
             assert client.get("/api/schedule").json()["last_outcome"] == "skipped"
-        finally:
-            lock.__exit__(None, None, None)
         _until(lambda: _runs(settings) > held, what="a scheduled run after the lock was released")
     # Leaving the client ran the lifespan's shutdown: the thread is gone at once, and nothing else starts.
     assert not scheduler.running and scheduler.next_run is None

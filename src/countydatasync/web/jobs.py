@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 SyncRunner = Callable[..., RunResult]
 Trigger = Literal["web", "schedule"]
+_LABEL: dict[Trigger, str] = {"web": "web-started", "schedule": "scheduled"}
 
 
 class SyncBusy(Exception):
@@ -74,8 +75,8 @@ class SyncJob:
                 raise SyncBusy("a sync is already running; wait for it to finish")
             self.started_at, self.finished_at = datetime.now(UTC), None
             self.full, self.trigger, self.run_id, self.outcome, self.message = full, trigger, None, None, None
-            self._thread = threading.Thread(target=self._run, args=(settings, full, trigger), name=f"{trigger}-sync",
-                                            daemon=True)
+            self._thread = threading.Thread(target=self._run, args=(settings, full, trigger),
+                                            name=f"{trigger}-sync", daemon=True)
             self._thread.start()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -88,7 +89,7 @@ class SyncJob:
     def _run(self, settings: Settings, full: bool, trigger: Trigger) -> None:
         from countydatasync.ops.alerts import run_and_notify  # imported late, like the pipeline
 
-        log.info("sync started by the %s (full=%s)", trigger, full)
+        log.info("%s sync started (full=%s)", _LABEL[trigger], full)
         try:
             # run_and_notify logs the failure (with the traceback of an unexpected one) and sends the alert.
             result = run_and_notify(settings, lambda: self._runner(settings, full=full))
@@ -98,6 +99,6 @@ class SyncJob:
             self.outcome, self.message = "failed", redact(f"unexpected error: {exc}", settings_secrets(settings))
         else:
             self.run_id, self.outcome, self.message = result.run_id, result.status, result.error
-            log.info("sync started by the %s %s: run %s", trigger, result.status, result.run_id)
+            log.info("%s sync %s: run %s", _LABEL[trigger], result.status, result.run_id)
         finally:
             self.finished_at = datetime.now(UTC)
