@@ -212,8 +212,8 @@ class WebSettings(BaseModel):
     )
     schedule_every: str | None = Field(
         default=None,
-        description="Run a sync in the background of `serve` at this interval (30s, 15m, 1h, 1d; the first "
-        "one interval after start); empty: no schedule. `serve --every` overrides it.",
+        description="Run a sync in the background of `serve` at this interval (30s, 15m, 1h, 1d; the first run comes "
+        "one interval after the server starts); empty: no schedule. `serve --every` overrides it.",
     )
     schedule_cron: str | None = Field(
         default=None,
