@@ -210,6 +210,17 @@ class WebSettings(BaseModel):
         default=[],
         description="Origins allowed to call the API from other web pages (CORS); empty allows none.",
     )
+    schedule_every: str | None = Field(
+        default=None,
+        description="Run a sync in the background of `serve` at this interval (30s, 15m, 1h, 1d; the first run comes "
+        "one interval after the server starts); empty: no schedule. `serve --every` overrides it.",
+    )
+    schedule_cron: str | None = Field(
+        default=None,
+        description="Run a sync in the background of `serve` on this cron schedule, in the server's local "
+        "time (e.g. '*/15 * * * *'); empty: no schedule. `serve --cron` overrides it. Set this or "
+        "schedule_every, not both.",
+    )
 
     @field_validator("basemap_url")
     @classmethod
@@ -219,6 +230,18 @@ class WebSettings(BaseModel):
         if not value.startswith(("https://", "http://")):
             raise ValueError(f"basemap_url {value!r} must start with https:// or http://")
         return value
+
+    @model_validator(mode="after")
+    def _one_valid_schedule(self) -> WebSettings:
+        from countydatasync.ops.schedule import schedule_from
+
+        self.schedule_every = self.schedule_every or None
+        self.schedule_cron = self.schedule_cron or None
+        try:
+            schedule_from(self.schedule_every, self.schedule_cron)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
 
 class LoggingSettings(BaseModel):

@@ -182,3 +182,18 @@ def test_dashboard_starts_a_sync_with_the_token(page, fresh_staging: Staging) ->
         expect(page.locator("#run-history tbody tr")).to_have_count(before + 1)
     # The refused attempt shows up as a 403 in the console; nothing else may.
     assert [p for p in page.problems if "403" not in p] == []
+
+
+def test_dashboard_shows_the_next_scheduled_sync(page, fresh_staging: Staging) -> None:
+    web = fresh_staging.settings.web.model_copy(update={"schedule_every": "1h"})
+    settings = fresh_staging.settings.model_copy(update={"web": web})
+    with _serving(create_app(settings), _free_port()) as base:
+        page.goto(base + "/")
+        expect(page.locator("#schedule-state")).to_have_text(re.compile(r"^Scheduled every 1h; next: \S.*\d"))
+    assert page.problems == []
+
+
+def test_dashboard_says_when_there_is_no_schedule(page, server: str) -> None:
+    page.goto(server + "/")
+    expect(page.locator("#schedule-state")).to_have_text(re.compile(r"^No schedule"))
+    assert page.problems == []

@@ -1,4 +1,4 @@
-"""`serve` as a command: help text, and a real server process answering on 127.0.0.1."""
+"""`serve` as a command: help text, and a real server process answering on 127.0.0.1 (with a schedule)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def test_serve_runs_uvicorn_on_loopback(staging: Staging, tmp_path: Path) -> Non
     env = {**os.environ, "CDS_OUTPUT__DIRECTORY": str(out.directory), "CDS_WEB__PORT": str(port),
            "PYTHONPATH": os.pathsep.join(sys.path)}
     code = "import typer; from countydatasync.web.commands import serve; typer.run(serve)"
-    process = subprocess.Popen([sys.executable, "-c", code, "--log-level", "warning"], cwd=tmp_path, env=env,
+    process = subprocess.Popen([sys.executable, "-c", code, "--log-level", "warning", "--every", "1h"],
+                               cwd=tmp_path, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 20
@@ -61,6 +62,8 @@ def test_serve_runs_uvicorn_on_loopback(staging: Staging, tmp_path: Path) -> Non
                 time.sleep(0.1)
         assert response.json()["databases"] == {"geo": True, "stats": True, "working": True}
         assert "server" not in response.headers
+        schedule = httpx.get(f"http://127.0.0.1:{port}/api/schedule", timeout=5).json()
+        assert schedule["description"] == "every 1h" and schedule["next_run"] is not None
     finally:
         process.terminate()
         process.wait(10)

@@ -1,12 +1,16 @@
 """The FastAPI application: routers per resource, static assets from installed packages, security headers.
 
 `create_app(settings)` builds a fresh app; nothing is global, so tests make one per staging directory.
+When the settings name a schedule (`web.schedule_every` or `web.schedule_cron`), the app's lifespan runs
+the scheduler thread: it starts with the server and stops with it.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import swagger_ui_bundle
 import xstatic.pkg.leaflet
@@ -16,20 +20,35 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from countydatasync import __version__
+from countydatasync.ops.schedule import schedule_from
 from countydatasync.settings import Settings
 from countydatasync.web.jobs import SyncJob, SyncRunner
-from countydatasync.web.routes import errors, health, pages, parcels, runs, statistics, sync
+from countydatasync.web.routes import errors, health, pages, parcels, runs, schedule, statistics, sync
 from countydatasync.web.routes.pages import STATIC_DIR
+from countydatasync.web.scheduler import Scheduler
 from countydatasync.web.security import SecurityHeaders
 from countydatasync.web.staging import StagingUnavailable
 
 log = logging.getLogger(__name__)
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    scheduler: Scheduler | None = app.state.scheduler
+    if scheduler is not None:
+        scheduler.start()
+    try:
+        yield
+    finally:
+        if scheduler is not None and not scheduler.stop():
+            log.warning("the scheduler thread did not stop in time")
+
+
 def create_app(settings: Settings, sync_runner: SyncRunner | None = None) -> FastAPI:
     """The dashboard and REST API over the staging databases named in `settings`.
 
-    sync_runner: what POST /api/sync calls (default: countydatasync.sync.run_sync).
+    sync_runner: what POST /api/sync and the schedule call (default: countydatasync.sync.run_sync).
+    Raises ConfigError when the schedule in `settings.web` cannot be parsed.
     """
     app = FastAPI(
         title="CountyDataSync",
@@ -37,11 +56,14 @@ def create_app(settings: Settings, sync_runner: SyncRunner | None = None) -> Fas
         description="Sync status, run history and statistics of the county's staging parcel databases.",
         docs_url=None,  # served by pages.docs_page from local files, so it works offline and under our CSP
         redoc_url=None,
+        lifespan=_lifespan,
     )
     app.state.settings = settings
-    app.state.sync_job = SyncJob(sync_runner) if sync_runner else SyncJob()
+    app.state.sync_job = job = SyncJob(sync_runner) if sync_runner else SyncJob()
+    plan = schedule_from(settings.web.schedule_every, settings.web.schedule_cron)
+    app.state.scheduler = Scheduler(settings, job, plan) if plan else None
 
-    for module in (health, runs, statistics, parcels, errors, sync, pages):
+    for module in (health, runs, statistics, parcels, errors, sync, schedule, pages):
         app.include_router(module.router)
     app.mount("/static/leaflet", StaticFiles(directory=xstatic.pkg.leaflet.BASE_DIR), name="leaflet")
     app.mount("/static/swagger", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger")

@@ -1,7 +1,9 @@
-"""The background sync started from the web: one at a time, in a thread of the server process.
+"""The background sync started from the web or by the schedule: one at a time, in a thread of the server.
 
 `countydatasync serve` and a CLI or scheduled sync share the run lock beside the staging databases, so
-the API answers 409 both while its own sync runs and while another process holds the lock.
+the API answers 409 (and the scheduler skips its tick) both while this server's sync runs and while another
+process holds the lock. Every run goes through `run_and_notify`, so a failure is logged and e-mailed the
+same way whether the CLI, a click on the dashboard or the schedule started it.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Literal
 
 from countydatasync.errors import CountyDataSyncError
+from countydatasync.ops.redact import redact, settings_secrets
 from countydatasync.settings import Settings
 from countydatasync.sync.lock import LOCK_NAME, is_locked
 from countydatasync.sync.result import RunResult
@@ -19,6 +23,8 @@ from countydatasync.sync.result import RunResult
 log = logging.getLogger(__name__)
 
 SyncRunner = Callable[..., RunResult]
+Trigger = Literal["web", "schedule"]
+_LABEL: dict[Trigger, str] = {"web": "web-started", "schedule": "scheduled"}
 
 
 class SyncBusy(Exception):
@@ -41,6 +47,7 @@ class SyncJob:
         self.started_at: datetime | None = None
         self.finished_at: datetime | None = None
         self.full: bool | None = None
+        self.trigger: Trigger | None = None
         self.run_id: int | None = None
         self.outcome: str | None = None
         self.message: str | None = None
@@ -58,15 +65,18 @@ class SyncJob:
         directory = settings.output.directory
         return (directory / LOCK_NAME).is_file() and is_locked(directory)
 
-    def start(self, settings: Settings, full: bool = False) -> None:
-        """Start a sync in the background, or raise SyncBusy at once if one is running."""
+    def start(self, settings: Settings, full: bool = False, trigger: Trigger = "web") -> None:
+        """Start a sync in the background, or raise SyncBusy at once if one is running.
+
+        trigger: who asked, "web" (POST /api/sync, the default) or "schedule"; shown in GET /api/sync.
+        """
         with self._guard:
             if self.busy(settings):
                 raise SyncBusy("a sync is already running; wait for it to finish")
             self.started_at, self.finished_at = datetime.now(UTC), None
-            self.full, self.run_id, self.outcome, self.message = full, None, None, None
-            self._thread = threading.Thread(target=self._run, args=(settings, full), name="web-sync",
-                                            daemon=True)
+            self.full, self.trigger, self.run_id, self.outcome, self.message = full, trigger, None, None, None
+            self._thread = threading.Thread(target=self._run, args=(settings, full, trigger),
+                                            name=f"{trigger}-sync", daemon=True)
             self._thread.start()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -76,18 +86,19 @@ class SyncJob:
             thread.join(timeout)
         return not self.running
 
-    def _run(self, settings: Settings, full: bool) -> None:
-        log.info("sync started from the web (full=%s)", full)
+    def _run(self, settings: Settings, full: bool, trigger: Trigger) -> None:
+        from countydatasync.ops.alerts import run_and_notify  # imported late, like the pipeline
+
+        log.info("%s sync started (full=%s)", _LABEL[trigger], full)
         try:
-            result = self._runner(settings, full=full)
+            # run_and_notify logs the failure (with the traceback of an unexpected one) and sends the alert.
+            result = run_and_notify(settings, lambda: self._runner(settings, full=full))
         except CountyDataSyncError as exc:
-            self.outcome, self.message = "failed", str(exc)
-            log.warning("web-started sync failed: %s", exc)
+            self.outcome, self.message = "failed", redact(str(exc), settings_secrets(settings))
         except Exception as exc:  # the thread must record every failure, not die silently
-            self.outcome, self.message = "failed", f"unexpected error: {exc}"
-            log.exception("web-started sync crashed")
+            self.outcome, self.message = "failed", redact(f"unexpected error: {exc}", settings_secrets(settings))
         else:
             self.run_id, self.outcome, self.message = result.run_id, result.status, result.error
-            log.info("web-started sync %s: run %s", result.status, result.run_id)
+            log.info("%s sync %s: run %s", _LABEL[trigger], result.status, result.run_id)
         finally:
             self.finished_at = datetime.now(UTC)

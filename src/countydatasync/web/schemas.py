@@ -160,12 +160,28 @@ class SyncRequest(BaseModel):
 
 class SyncState(BaseModel):
     running: bool
+    trigger: Literal["web", "schedule"] | None = Field(
+        description="Who started the last sync: the web (POST /api/sync) or the schedule.")
     started_at: str | None
     finished_at: str | None
     full: bool | None
     run_id: int | None
     outcome: str | None = Field(description="succeeded, failed, or null while running / before any run.")
     message: str | None
+
+
+class ScheduleState(BaseModel):
+    """The background schedule of `serve` (web.schedule_every / web.schedule_cron, or --every / --cron)."""
+
+    enabled: bool = Field(description="False when no schedule is set; the other fields are then null or 0.")
+    description: str | None = Field(description="e.g. 'every 15m' or a cron expression.")
+    next_run: str | None = Field(description="When the next scheduled sync is due (ISO 8601, UTC).")
+    last_tick: str | None = Field(description="When the schedule last came due.")
+    last_outcome: Literal["started", "skipped", "error"] | None = Field(
+        description="What the last tick did: started a sync, skipped because one was running, or failed to "
+        "start one (see the log).")
+    started: int = Field(description="Syncs the schedule started since the server started.")
+    skipped: int = Field(description="Ticks skipped because a sync was running here or in another process.")
 
 
 class Problem(BaseModel):

@@ -16,7 +16,7 @@ router = APIRouter(tags=["sync"])
 
 def _state(job: SyncJob) -> SyncState:
     return SyncState(
-        running=job.running, started_at=job.started_at.isoformat() if job.started_at else None,
+        running=job.running, trigger=job.trigger, started_at=job.started_at.isoformat() if job.started_at else None,
         finished_at=job.finished_at.isoformat() if job.finished_at else None, full=job.full,
         run_id=job.run_id, outcome=job.outcome, message=job.message,
     )

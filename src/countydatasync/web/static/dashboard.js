@@ -1,10 +1,11 @@
-/* The dashboard: last run, run history, errors, statistics and a token-protected sync button.
-   Everything is built as DOM nodes with textContent. */
+/* The dashboard: last run, run history, errors, statistics, a token-protected sync button and the
+   background schedule. Everything is built as DOM nodes with textContent. */
 "use strict";
 
 (function () {
   const { el, getJSON, fmt, when, table, replace } = window.cds;
   let statistics = null;
+  let lastFinished;  // finished_at of the server's last sync, as first seen; undefined before the first look
 
   function failed(id, error) {
     replace(id, el("p", { className: "error", text: "Could not load: " + error.message }));
@@ -112,6 +113,24 @@
     runs(); statusCounts(); loadStatistics();
   }
 
+  // The schedule's next due time; when a sync the page did not start has finished, the tables are reloaded.
+  async function schedule() {
+    const state = document.getElementById("schedule-state");
+    try {
+      const plan = await getJSON("/api/schedule");
+      if (!plan.enabled) { state.textContent = "No schedule: syncs run when started here or by the server's task scheduler."; return; }
+      state.textContent = "Scheduled " + plan.description + "; next: " + when(plan.next_run) +
+        (plan.last_outcome === "skipped" ? " (the last tick was skipped: a sync was running)" : "");
+      const job = await getJSON("/api/sync");
+      if (lastFinished !== undefined && job.finished_at !== lastFinished) { runs(); statusCounts(); loadStatistics(); }
+      lastFinished = job.finished_at;
+      setTimeout(schedule, 15000);
+    } catch (error) {
+      state.textContent = "Schedule unknown: " + error.message;
+      setTimeout(schedule, 15000);
+    }
+  }
+
   document.getElementById("sync-form").addEventListener("submit", startSync);
-  runs(); statusCounts(); loadStatistics();
+  runs(); statusCounts(); loadStatistics(); schedule();
 })();
