@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import tempfile
 import time
 
 import psutil
@@ -15,7 +16,9 @@ def measure(command: list[str]) -> tuple[float, float, str]:
     parent's libraries, and summing RSS would count those pages twice.
     """
     start = time.perf_counter()
-    process = psutil.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # stderr goes to a file: GDAL warns once per odd value, and a full pipe would stall the command.
+    errors = tempfile.TemporaryFile("w+")
+    process = psutil.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
     peak = 0
     while process.poll() is None:
         try:
@@ -27,6 +30,7 @@ def measure(command: list[str]) -> tuple[float, float, str]:
     seconds = time.perf_counter() - start
     out = process.stdout.read() if process.stdout else ""
     if process.returncode:
-        err = process.stderr.read() if process.stderr else ""
+        errors.seek(0)
+        err = errors.read()
         raise SystemExit(f"{command[0]} failed with exit code {process.returncode}: {err[-2000:]}")
     return seconds, peak / 2**20, out

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import Phase
+from hypothesis import settings as hypothesis_settings
 
 from countydatasync.sample.county import SampleCounty, write_sample_county
 from countydatasync.settings import Settings
@@ -72,9 +74,6 @@ def validate_gpkg() -> Callable[[Path], None]:
 
     return check
 
-
-from hypothesis import Phase  # noqa: E402
-from hypothesis import settings as hypothesis_settings
 
 # `pytest --hypothesis-profile=fast-fail` reports the first failing example without shrinking it.
 hypothesis_settings.register_profile("fast-fail", phases=[Phase.explicit, Phase.reuse, Phase.generate])

@@ -115,7 +115,9 @@ class SourceSettings(BaseModel):
         "transactions that commit late; re-read unchanged rows are recognised by their hash.",
     )
     batch_size: int = Field(
-        default=10_000, ge=1, description="Rows per extraction batch; memory grows with it (about 5 KB a row in flight)."
+        default=10_000,
+        ge=1,
+        description="Rows per extraction batch; memory grows with it (about 5 KB a row in flight).",
     )
     max_retries: int = Field(default=5, ge=0, description="Retries of a batch after a transient failure.")
     retry_backoff_seconds: float = Field(
@@ -403,7 +405,8 @@ def settings_template(settings: Settings | None = None) -> str:
             current = getattr(value, sub)
             lines.append(f"# {sub_field.description}")
             if isinstance(current, SecretStr) or sub == "password":
-                lines.append(f"# {sub} = (set CDS_{name.upper()}__{sub.upper()} or use `countydatasync credentials set`)")
+                hint = f"set CDS_{name.upper()}__{sub.upper()} or use `countydatasync credentials set`"
+                lines.append(f"# {sub} = ({hint})")
             elif current is None:
                 lines.append(f"# {sub} =")
             else:

@@ -17,7 +17,6 @@ from countydatasync.load.geopackage import q
 from countydatasync.load.working import COUNTED
 from countydatasync.sync.result import RunResult
 
-
 Deltas = dict[tuple[str, str], list[float]]
 
 
