@@ -195,20 +195,14 @@ def geometry_blobs(wkb: np.ndarray, bounds: np.ndarray, srid: int) -> list[bytes
 
 
 def refresh_contents(
-    con: sqlite3.Connection, schema: str, layer: str, extent: tuple[float, float, float, float] | None = None
+    con: sqlite3.Connection, schema: str, layer: str, extent: tuple[float, float, float, float] | None
 ) -> None:
-    """Set the layer's extent and last_change in gpkg_contents and its count in gpkg_ogr_contents.
-
-    extent: (minx, miny, maxx, maxy) when known; otherwise read from the R-tree (one pass over its leaves).
-    """
-    if extent is None:
-        extent = con.execute(
-            f"SELECT min(minx), min(miny), max(maxx), max(maxy) FROM {schema}.{q(rtree_name(layer))}"
-        ).fetchone()
+    """Set the layer's extent (minx, miny, maxx, maxy; None when empty), its last_change in gpkg_contents and
+    its count in gpkg_ogr_contents."""
     con.execute(
         f"UPDATE {schema}.gpkg_contents SET min_x = ?, min_y = ?, max_x = ?, max_y = ?, "
         "last_change = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE table_name = ?",
-        (*extent, layer),
+        (*(extent or (None,) * 4), layer),
     )
     con.execute(
         f"UPDATE {schema}.gpkg_ogr_contents SET feature_count = (SELECT count(*) FROM {schema}.{q(layer)}) "

@@ -11,6 +11,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from countydatasync.load.geopackage import q
@@ -97,16 +98,19 @@ def frame_contributions(frame: pd.DataFrame, dimensions: Sequence[str], measures
     out: Deltas = {}
     if frame.empty:
         return out
-    values = frame[list(measures)].astype("float64")
+    values = frame[list(measures)].astype("float64").to_numpy()
+    present = ~np.isnan(values)
+    filled = np.where(present, values, 0.0)
     for dim in dimensions:
-        keys = frame[dim].astype("string").fillna("")
-        grouped = values.groupby(keys.to_numpy(dtype=object), sort=False)
-        sums, counts, sizes = grouped.sum(), grouped.count(), grouped.size()
-        for value in sizes.index:
-            row = [float(sizes[value])]
-            for m in measures:
-                row += [float(sums.at[value, m]), float(counts.at[value, m])]
-            out[(dim, value)] = row
+        codes, groups = pd.factorize(frame[dim].astype("string").fillna("").to_numpy(dtype=object))
+        n = len(groups)
+        # per group: parcel count, then (sum, count of non-null) per measure
+        table = np.empty((n, 1 + 2 * len(measures)))
+        table[:, 0] = np.bincount(codes, minlength=n)
+        for i in range(len(measures)):
+            table[:, 1 + 2 * i] = np.bincount(codes, weights=filled[:, i], minlength=n)
+            table[:, 2 + 2 * i] = np.bincount(codes, weights=present[:, i], minlength=n)
+        out.update(zip(((dim, g) for g in groups.tolist()), table.tolist(), strict=True))
     return out
 
 

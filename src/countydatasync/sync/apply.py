@@ -16,7 +16,7 @@ import pandas as pd
 
 from countydatasync.load import geopackage, stats, working
 from countydatasync.load.geopackage import q
-from countydatasync.load.rtree import RtreeBulkLoader
+from countydatasync.load.rtree import RtreeBulkLoader, root_extent
 from countydatasync.load.transaction import GEO, STATS, WORKING
 from countydatasync.settings import Settings
 from countydatasync.sync.reconcile import Reconciliation
@@ -242,9 +242,8 @@ class Publisher(Reconciliation):
                 f"WHERE {k} IN (SELECT {k} FROM temp.batch_geo WHERE fid IS NULL)"
             )
             self.con.execute(
-                f"UPDATE {r} SET (minx, maxx, miny, maxy) = (SELECT b.minx, b.maxx, b.miny, b.maxy FROM "
-                f"temp.batch_geo b JOIN {t} g ON g.{k} = b.{k} WHERE g.fid = {r}.id) WHERE id IN "
-                f"(SELECT g.fid FROM {t} g JOIN temp.batch_geo b ON g.{k} = b.{k} WHERE b.fid IS NULL)"
+                f"INSERT OR REPLACE INTO {r} (id, minx, maxx, miny, maxy) SELECT g.fid, b.minx, b.maxx, b.miny, "
+                f"b.maxy FROM temp.batch_geo b JOIN {t} g ON g.{k} = b.{k} WHERE b.fid IS NULL"
             )
 
     def _write_working(self, rows: pd.DataFrame, insert: np.ndarray, update: np.ndarray) -> None:
@@ -336,6 +335,7 @@ class Publisher(Reconciliation):
             stats.recompute(self.con, STATS, WORKING, self.key, self.dimensions, self.measures)
         else:
             stats.apply_deltas(self.con, STATS, self.deltas, self.measures)
-        extent = self.rtree_loader.build() if self.rtree_loader is not None else None
+        rtree_name = geopackage.rtree_name(self.layer)
+        extent = self.rtree_loader.build() if self.rtree_loader is not None else root_extent(self.con, GEO, rtree_name)
         geopackage.create_triggers(self.con, GEO, self.layer)
         geopackage.refresh_contents(self.con, GEO, self.layer, extent)
