@@ -17,20 +17,19 @@ def measure(command: list[str]) -> tuple[float, float, str]:
     """
     start = time.perf_counter()
     # stderr goes to a file: GDAL warns once per odd value, and a full pipe would stall the command.
-    errors = tempfile.TemporaryFile("w+")
-    process = psutil.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
-    peak = 0
-    while process.poll() is None:
-        try:
-            tree = [process, *process.children(recursive=True)]
-            peak = max(peak, sum(p.memory_full_info().pss for p in tree if p.is_running()))
-        except psutil.Error:
-            pass
-        time.sleep(0.05)
-    seconds = time.perf_counter() - start
-    out = process.stdout.read() if process.stdout else ""
-    if process.returncode:
-        errors.seek(0)
-        err = errors.read()
-        raise SystemExit(f"{command[0]} failed with exit code {process.returncode}: {err[-2000:]}")
+    with tempfile.TemporaryFile("w+") as errors:
+        process = psutil.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
+        peak = 0
+        while process.poll() is None:
+            try:
+                tree = [process, *process.children(recursive=True)]
+                peak = max(peak, sum(p.memory_full_info().pss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+        seconds = time.perf_counter() - start
+        out = process.stdout.read() if process.stdout else ""
+        if process.returncode:
+            errors.seek(0)
+            raise SystemExit(f"{command[0]} failed with exit code {process.returncode}: {errors.read()[-2000:]}")
     return seconds, peak / 2**20, out

@@ -1,12 +1,13 @@
 """Bulk loading of the GeoPackage's R-tree when a layer is filled from empty.
 
 Inserting a million boxes one by one makes SQLite's R-tree split nodes over and over (it took longer than
-writing the features). An empty tree is instead packed bottom-up with Sort-Tile-Recursive: sort the boxes
-by centre x into vertical slices, sort each slice by centre y, cut runs into full nodes, and repeat for the
-parents. The boxes wait in memory as float32 (24 bytes a parcel with the id). The nodes are written straight into the R-tree's shadow tables in SQLite's own node format:
-a 4-byte header (tree depth, used in the root only, and cell count, both big-endian 16-bit) followed by
-cells of a 64-bit big-endian id and float32 big-endian (minx, maxx, miny, maxy), rounded outward so every
-stored box contains the true one. `rtreecheck()` verifies the result in the tests.
+writing the features). An empty tree is instead packed bottom-up with Sort-Tile-Recursive: sort the boxes by
+centre x into vertical slices, sort each slice by centre y, cut runs into full nodes, and repeat for the
+parents. The boxes wait in memory as float32 (24 bytes a parcel, with the id). The nodes are written straight
+into the R-tree's shadow tables in SQLite's own node format: a 4-byte header (tree depth, used in the root
+only, and cell count, both big-endian 16-bit) followed by cells of a 64-bit big-endian id and float32 big-
+endian (minx, maxx, miny, maxy), rounded outward so every stored box contains the true one. `rtreecheck()`
+verifies the result in the tests.
 """
 
 from __future__ import annotations
