@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +17,7 @@ from countydatasync.sample.county import SampleCounty, write_sample_county
 from countydatasync.settings import Settings
 from countydatasync.sync import run_sync
 
-from .edits import OPS, apply_edit
+from .edits import OPS, apply_edit, stamp
 from .helpers import query
 
 ATTRS = "pin, owner_name, land_value, land_use, acres, last_sale_date, gis_acres, sync_note"
@@ -81,3 +83,35 @@ def test_incremental_runs_equal_a_full_rebuild(tmp_path_factory, rounds, waterma
     rebuilt = Settings(source=common, output={"directory": work / "rebuilt"})
     run_sync(rebuilt)
     assert_same(published(incremental), published(rebuilt))
+
+
+def test_change_log_names_exactly_the_fields_that_changed(tmp_path_factory) -> None:
+    work = tmp_path_factory.mktemp("changelog")
+    source = work / "source.sqlite"
+    shutil.copyfile(base_county(tmp_path_factory.getbasetemp()), source)
+    settings = Settings(source={"url": f"sqlite:///{source}"}, output={"directory": work / "out"})
+    run_sync(settings)
+    con = sqlite3.connect(source)
+    with con:
+        # parcels whose sale price is missing: a missing number must not read as a change
+        pins = [
+            r[0]
+            for r in con.execute(
+                "SELECT PIN FROM MasterParcels WHERE LastSalePrice IS NULL AND length(Shape) > 40 AND PIN IN "
+                "(SELECT PIN FROM MasterParcels GROUP BY PIN HAVING count(*) = 1) ORDER BY PIN LIMIT 2"
+            )
+        ]
+        con.execute(
+            "UPDATE MasterParcels SET OwnerName = 'NEW OWNER', LastModified = ? WHERE PIN = ?", (stamp(), pins[0])
+        )
+        con.execute(
+            "UPDATE MasterParcels SET TaxYear = TaxYear + 1, LastModified = ? WHERE PIN = ?", (stamp(), pins[1])
+        )
+    con.close()
+    result = run_sync(settings)
+    assert result.updated == 2
+    log = query(settings.output.working_path, "SELECT pin, changed_fields FROM change_log WHERE action = 'update'")
+    assert dict(zip(log["pin"], log["changed_fields"].map(json.loads), strict=True)) == {
+        pins[0]: ["owner_name", "last_modified"],
+        pins[1]: ["tax_year", "last_modified"],
+    }

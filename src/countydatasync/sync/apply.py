@@ -25,7 +25,22 @@ from countydatasync.transform import Reason, TransformedBatch, TransformPlan
 
 def storage_values(frame: pd.DataFrame, names: list[str]) -> list[list[object]]:
     """Columns as lists of plain Python values (None for missing) that sqlite3 can bind."""
-    return [frame[n].astype(object).where(frame[n].notna(), None).tolist() for n in names]
+    return [_bindable(frame[n]) for n in names]
+
+
+def _bindable(column: pd.Series) -> list[object]:
+    if column.dtype.kind == "f":
+        return column.to_numpy().tolist()  # SQLite stores a bound NaN as NULL
+    if isinstance(column.dtype, pd.api.extensions.ExtensionDtype):
+        return column.to_numpy(dtype=object, na_value=None).tolist()
+    values = column.to_numpy(dtype=object)
+    return np.where(pd.isna(values), None, values).tolist()
+
+
+def _differs(value: object, stored: object) -> bool:
+    if value != value:  # NaN: a missing float, stored as NULL
+        return stored is not None
+    return value != stored
 
 
 class Publisher(Reconciliation):
@@ -179,7 +194,9 @@ class Publisher(Reconciliation):
         entries = []
         for key, *values in after:
             prior = before.get(key, (None,) * len(values))
-            fields = [a for a, v, p in zip(self.attrs, values, prior, strict=True) if v != p and a != "gis_acres"]
+            fields = [
+                a for a, v, p in zip(self.attrs, values, prior, strict=True) if a != "gis_acres" and _differs(v, p)
+            ]
             if geom_changed[key]:
                 fields.append("geometry")
             if fields:
