@@ -37,6 +37,11 @@ def _bindable(column: pd.Series) -> list[object]:
     return np.where(pd.isna(values), None, values).tolist()
 
 
+# Per-row status of a new parcel, bound with its attributes; the other status columns are the same for the whole run.
+NEW_ROW_STATUS = ["sync_reason", "attr_hash", "geom_hash", "source_modified"]
+REPAIRED_MESSAGE = "geometry was invalid and has been repaired"
+
+
 def _differs(value: object, stored: object) -> bool:
     if value != value:  # NaN: a missing float, stored as NULL
         return stored is not None
@@ -70,6 +75,9 @@ class Publisher(Reconciliation):
         top = con.execute(f"SELECT max(fid) FROM {GEO}.{q(self.layer)}").fetchone()[0]
         self.next_fid = max(seq[0] if seq else 0, top or 0) + 1
         con.execute(f"CREATE TEMP TABLE IF NOT EXISTS seen ({q(self.key)} TEXT PRIMARY KEY)")
+        self.new_columns = [self.key, *self.attrs, *NEW_ROW_STATUS]
+        new_columns = ", ".join(q(c) for c in self.new_columns)
+        con.execute(f"CREATE TEMP TABLE IF NOT EXISTS batch_new ({new_columns}, geo_fid, geo_geom)")
         con.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS batch_geo (fid INTEGER, {q(self.key)} TEXT PRIMARY KEY, "
             "geom BLOB, minx REAL, maxx REAL, miny REAL, maxy REAL)"
@@ -150,8 +158,9 @@ class Publisher(Reconciliation):
             )
         if self.track_keys:
             self.changed_keys.extend(parcels[self.key][write].tolist())
-        self._write_working(rows, write & ~exists, write & exists)
-        self._write_geo(rows, wkb, bounds, write & ~in_geo, write & in_geo)
+        self._insert_new(rows, wkb, bounds, write & ~exists)
+        self._update_working(rows[write & exists])
+        self._write_geo(rows, wkb, bounds, write & exists & ~in_geo, write & in_geo)
         self._write_errors(error_keys, prev)
         self._record_issues(issues)
         if not self.recompute:
@@ -210,8 +219,8 @@ class Publisher(Reconciliation):
     def _write_geo(
         self, rows: pd.DataFrame, wkb: np.ndarray, bounds: np.ndarray, insert: np.ndarray, update: np.ndarray
     ) -> None:
-        """Geometry, fid and box go through a temp table; the attributes are copied in SQL from the working
-        rows this batch just wrote, so each value is bound from Python once."""
+        """Parcels the working DB already has. Geometry, fid and box go through a temp table; the attributes
+        are copied in SQL from the working rows this batch just wrote, so each value is bound from Python once."""
         t, r = f"{GEO}.{q(self.layer)}", f"{GEO}.{q(geopackage.rtree_name(self.layer))}"
         k = q(self.key)
         write = insert | update
@@ -263,55 +272,66 @@ class Publisher(Reconciliation):
                 f"b.maxy FROM temp.batch_geo b JOIN {t} g ON g.{k} = b.{k} WHERE b.fid IS NULL"
             )
 
-    def _write_working(self, rows: pd.DataFrame, insert: np.ndarray, update: np.ndarray) -> None:
-        status = [
-            "sync_status",
-            "sync_reason",
-            "sync_message",
-            "attr_hash",
-            "geom_hash",
-            "source_modified",
-            "last_changed",
-            "last_synced",
-            "last_run_id",
-            "in_geo",
-        ]
-        if insert.any():
-            self._working_rows(rows[insert], status + ["first_seen"], "insert")
-        if update.any():
-            self._working_rows(rows[update], status, "update")
+    def _insert_new(self, rows: pd.DataFrame, wkb: np.ndarray, bounds: np.ndarray, new: np.ndarray) -> None:
+        """Parcels new to both databases. Binding values from Python is the slow part of a load, so each
+        value is bound once, into a temp table, and SQLite copies the rows to the working DB and the layer."""
+        n = int(new.sum())
+        if not n:
+            return
+        part, b = rows[new], bounds[new]
+        fids = list(range(self.next_fid, self.next_fid + n))
+        self.next_fid += n
+        blobs = geopackage.geometry_blobs(wkb[new], b, self.plan.output_srid)
+        values = storage_values(part, [self.key, *self.attrs, "sync_note"])
+        values += [part["_attr"].tolist(), part["_geom"].tolist(), storage_values(part, ["source_modified"])[0]]
+        self.con.execute("DELETE FROM temp.batch_new")
+        self.con.executemany(
+            f"INSERT INTO temp.batch_new VALUES ({', '.join('?' * (len(self.new_columns) + 2))})",
+            zip(*values, fids, blobs, strict=True),
+        )
+        carried = ", ".join(q(c) for c in [self.key, *self.attrs])
+        self.con.execute(
+            f"INSERT INTO {WORKING}.parcels ({carried}, {', '.join(NEW_ROW_STATUS)}, sync_status, sync_message, "
+            "first_seen, last_changed, last_synced, last_run_id, in_geo) "
+            f"SELECT {carried}, {', '.join(NEW_ROW_STATUS)}, 'synced', CASE WHEN sync_reason IS NOT NULL THEN "
+            "?1 END, ?2, ?2, ?2, ?3, 1 FROM temp.batch_new",
+            (REPAIRED_MESSAGE, self.now, self.run_id),
+        )
+        self.con.execute(
+            f"INSERT INTO {GEO}.{q(self.layer)} (fid, geom, {carried}, sync_status, sync_note) "
+            f"SELECT geo_fid, geo_geom, {carried}, 'synced', sync_reason FROM temp.batch_new"
+        )
+        if self.rtree_loader is not None:
+            self.rtree_loader.add(fids, b)
+        else:
+            self.con.executemany(
+                f"INSERT INTO {GEO}.{q(geopackage.rtree_name(self.layer))} VALUES (?, ?, ?, ?, ?)",
+                zip(fids, b[:, 0].tolist(), b[:, 2].tolist(), b[:, 1].tolist(), b[:, 3].tolist(), strict=True),
+            )
 
-    def _working_rows(self, rows: pd.DataFrame, status: list[str], how: str) -> None:
+    def _update_working(self, rows: pd.DataFrame) -> None:
+        if rows.empty:
+            return
         n = len(rows)
-        note = rows["sync_note"].astype(object).where(rows["sync_note"].notna(), None).tolist()
-        message = [("geometry was invalid and has been repaired" if v else None) for v in note]
-        extra = {
+        note = storage_values(rows, ["sync_note"])[0]
+        status = {
             "sync_status": ["synced"] * n,
             "sync_reason": note,
-            "sync_message": message,
+            "sync_message": [(REPAIRED_MESSAGE if v else None) for v in note],
             "attr_hash": rows["_attr"].tolist(),
             "geom_hash": rows["_geom"].tolist(),
-            "source_modified": rows["source_modified"].tolist(),
+            "source_modified": storage_values(rows, ["source_modified"])[0],
             "last_changed": [self.now] * n,
             "last_synced": [self.now] * n,
             "last_run_id": [self.run_id] * n,
             "in_geo": [1] * n,
-            "first_seen": [self.now] * n,
         }
         names = [self.key, *self.attrs]
-        values = storage_values(rows, names) + [extra[c] for c in status]
-        cols = names + status
-        if how == "insert":
-            self.con.executemany(
-                f"INSERT INTO {WORKING}.parcels ({', '.join(q(c) for c in cols)}) "
-                f"VALUES ({', '.join('?' * len(cols))})",
-                zip(*values, strict=True),
-            )
-        else:
-            sets = ", ".join(f"{q(c)} = ?" for c in cols[1:])
-            self.con.executemany(
-                f"UPDATE {WORKING}.parcels SET {sets} WHERE {q(self.key)} = ?", zip(*values[1:], values[0], strict=True)
-            )
+        values = storage_values(rows, names) + list(status.values())
+        sets = ", ".join(f"{q(c)} = ?" for c in [*names[1:], *status])
+        self.con.executemany(
+            f"UPDATE {WORKING}.parcels SET {sets} WHERE {q(self.key)} = ?", zip(*values[1:], values[0], strict=True)
+        )
 
     def _write_errors(self, errors: pd.DataFrame, prev: pd.DataFrame) -> None:
         """Status `error` for rejected parcels; the geo DB keeps (and flags) their last good version."""
