@@ -51,3 +51,21 @@ def test_timestamps_are_utc_in_geopackage_form() -> None:
     aware = pd.Series([pd.Timestamp("2024-01-01T00:00:00+01:00")])
     text, _ = convert_column(aware, ColumnSpec(source="m", name="m", type="datetime"))
     assert text.tolist() == ["2023-12-31T23:00:00.000Z"]
+
+
+def test_a_date_keeps_its_day_whatever_the_source_timezone() -> None:
+    # east of Greenwich, midnight local is the previous day in UTC: a date must not move
+    values = pd.Series(["2020-05-01", "05/02/2020", None, "2020-05-03T00:00:00"])
+    for zone in ("Europe/Berlin", "America/Los_Angeles", "UTC"):
+        text, failed = convert_column(values, ColumnSpec(source="d", name="d", type="date"), zone)
+        assert text.tolist() == ["2020-05-01", "2020-05-02", None, "2020-05-03"], zone
+        assert not failed.any()
+
+
+def test_numbers_in_text_with_currency_signs_and_bad_values() -> None:
+    values = pd.Series(["$1,250.50", " 12 ", "N/A", "-3e2", ".5", "7.", None, "1 000", "inf", "12abc"])
+    number, failed = convert_column(values, ColumnSpec(source="v", name="v", type="real"))
+    got = number.tolist()
+    assert [got[i] for i in (0, 1, 3, 4, 5, 7)] == [1250.5, 12.0, -300.0, 0.5, 7.0, 1000.0]
+    assert all(np.isnan(got[i]) for i in (2, 6, 8, 9))
+    assert failed.tolist() == [False, False, True, False, False, False, False, False, True, True]

@@ -49,39 +49,67 @@ def _text(values: pd.Series) -> pd.Series:
     return text.mask(text.eq(""))
 
 
+# A plain decimal number once currency signs, thousands separators and spaces are gone.
+NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+
+
 def _number(values: pd.Series, text: pd.Series) -> pd.Series:
     """Floats; text such as '$1,234.50' is cleaned first. Unconvertible values become NaN."""
     if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
         return values.astype("float64")
     arrow = pa.array(text.array)
     try:
-        return pd.Series(pc.cast(arrow, pa.float64()).to_numpy(zero_copy_only=False), index=values.index)
+        numbers = pc.cast(arrow, pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        cleaned = text.str.replace(r"[\s$,]", "", regex=True)
-        return pd.to_numeric(cleaned.astype(object), errors="coerce").astype("float64")
+        cleaned = pc.replace_substring_regex(arrow, r"[\s$,]", "")
+        numbers = pc.cast(pc.if_else(pc.match_substring_regex(cleaned, NUMBER), cleaned, None), pa.float64())
+    return pd.Series(numbers.to_numpy(zero_copy_only=False), index=values.index)
 
 
-def _timestamps(values: pd.Series, text: pd.Series, timezone: str) -> pd.Series:
-    """UTC timestamps; values without a zone are taken to be in `timezone`."""
-    if isinstance(values.dtype, pd.DatetimeTZDtype):
-        return values.dt.tz_convert("UTC")
-    if pd.api.types.is_datetime64_dtype(values.dtype):
-        stamps = values
-    else:
-        kind = pd.api.types.infer_dtype(values, skipna=True)
-        source = text if kind in ("string", "empty") else values
-        try:
-            stamps = pd.to_datetime(source, errors="coerce", format="ISO8601")
-        except (ValueError, TypeError):  # mixed zone-aware and naive values
-            stamps = pd.to_datetime(source, errors="coerce", format="ISO8601", utc=True)
-        missed = stamps.isna().to_numpy() & text.notna().to_numpy()
-        if missed.any():  # US-style dates, as assessor systems often export them
-            again = pd.to_datetime(text[missed].astype(object), errors="coerce", format="%m/%d/%Y")
-            if isinstance(stamps.dtype, pd.DatetimeTZDtype):
-                again = again.dt.tz_localize("UTC")
-            stamps = stamps.copy()
-            stamps[missed] = again
-    if isinstance(stamps.dtype, pd.DatetimeTZDtype):
+# Tried first, in Arrow, for text columns; anything else goes through pandas' general parsers.
+TEXT_FORMATS = ("%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S")
+
+
+def _timestamps(values: pd.Series, text: pd.Series, timezone: str | None) -> pd.Series:
+    """Timestamps in UTC; values without a zone are taken to be in `timezone`. With timezone None (dates),
+    the wall-clock time as written, without a zone."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(values.dtype):
+        return _zone(values, timezone)
+    if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
+        return _zone(_parse(values, text), timezone)
+    arrow, parsed = pa.array(text.array), None
+    for fmt in TEXT_FORMATS:
+        found = pc.strptime(arrow, format=fmt, unit="ms", error_is_null=True)
+        parsed = found if parsed is None else pc.coalesce(parsed, found)
+    stamps = _zone(pd.Series(parsed.to_numpy(zero_copy_only=False), index=values.index), timezone)
+    missed = stamps.isna().to_numpy() & text.notna().to_numpy()
+    if missed.any():
+        stamps = stamps.copy()
+        stamps[missed] = _zone(_parse(text[missed], text[missed]), timezone)
+    return stamps
+
+
+def _parse(values: pd.Series, text: pd.Series) -> pd.Series:
+    """pandas' ISO 8601 parser, then US-style dates, as assessor systems often export them."""
+    try:
+        stamps = pd.to_datetime(values, errors="coerce", format="ISO8601")
+    except (ValueError, TypeError):  # mixed zone-aware and naive values
+        stamps = pd.to_datetime(values, errors="coerce", format="ISO8601", utc=True)
+    missed = stamps.isna().to_numpy() & text.notna().to_numpy()
+    if missed.any():
+        again = pd.to_datetime(text[missed].astype(object), errors="coerce", format="%m/%d/%Y")
+        if isinstance(stamps.dtype, pd.DatetimeTZDtype):
+            again = again.dt.tz_localize("UTC")
+        stamps = stamps.copy()
+        stamps[missed] = again
+    return stamps
+
+
+def _zone(stamps: pd.Series, timezone: str | None) -> pd.Series:
+    aware = isinstance(stamps.dtype, pd.DatetimeTZDtype)
+    if timezone is None:
+        return stamps.dt.tz_localize(None) if aware else stamps
+    if aware:
         return stamps.dt.tz_convert("UTC")
     return stamps.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="shift_forward").dt.tz_convert("UTC")
 
@@ -115,7 +143,8 @@ def convert_column(values: pd.Series, spec: ColumnSpec, timezone: str = "UTC") -
         out = pd.Series(np.where(lower.isin(_TRUE), 1, np.where(lower.isin(_FALSE), 0, -1)), index=values.index)
         failed = out.eq(-1).to_numpy()
         return out.where(~failed & present).astype("Int64"), present & failed
-    stamps = _timestamps(values, text, timezone)
+    # A date is a calendar day as written: moving it to UTC could change the day.
+    stamps = _timestamps(values, text, None if kind == "date" else timezone)
     failed = stamps.isna().to_numpy()
     return _iso(stamps, "D" if kind == "date" else "ms").where(~failed & present, None), present & failed
 
