@@ -146,16 +146,16 @@ def transform_batch(raw: pd.DataFrame, plan: TransformPlan, first_row: int = 0) 
     good = ~rejected
     repaired = good & np.equal(geo.reasons, Reason.INVALID_GEOMETRY_REPAIRED)
 
+    listed = np.flatnonzero(rejected | repaired)  # a small share of the batch: build the issue rows for those only
     issues = pd.DataFrame(
         {
-            "key": keys.to_numpy(dtype=object, na_value=None),
-            "source_row": rows,
-            "reason": [str(r) if r is not None else None for r in np.where(rejected, reason, geo.reasons)],
-            "message": np.where(rejected, message, geo.messages),
-            "excerpt": [excerpt(v) for v in np.where(rejected, bad_value, None)],
+            "key": keys.to_numpy(dtype=object, na_value=None)[listed],
+            "source_row": rows[listed],
+            "reason": [str(r) if r is not None else None for r in np.where(rejected, reason, geo.reasons)[listed]],
+            "message": np.where(rejected, message, geo.messages)[listed],
+            "excerpt": [excerpt(v) for v in np.where(rejected, bad_value, None)[listed]],
         }
     )
-    issues = issues[rejected | repaired].reset_index(drop=True)
     issues["severity"] = np.where(issues["reason"] == Reason.INVALID_GEOMETRY_REPAIRED.value, "warning", "error")
 
     geoms = geo.geoms[good]
