@@ -33,7 +33,15 @@ def published(settings: Settings) -> dict[str, object]:
     errors = working[working["sync_status"] == "error"]
     geo = query(out.geo_path, f"SELECT {ATTRS}, hex(geom) AS g FROM parcels WHERE sync_status = 'synced' ORDER BY pin")
     aggregates = query(out.stats_path, "SELECT * FROM aggregates ORDER BY dimension, value")
+    boxes = query(
+        out.geo_path,
+        "SELECT p.pin, r.minx, r.maxx, r.miny, r.maxy FROM parcels p LEFT JOIN rtree_parcels_geom r ON r.id = p.fid "
+        "WHERE p.sync_status = 'synced' ORDER BY p.pin",
+    )
+    counts = query(out.geo_path, "SELECT (SELECT count(*) FROM rtree_parcels_geom) AS r, count(*) AS n FROM parcels")
+    assert counts["r"][0] == counts["n"][0]
     return {
+        "boxes": boxes,
         "synced": synced.drop(columns="sync_status").to_dict("records"),
         "errors": errors[["pin", "sync_reason"]].to_dict("records"),
         "geo": geo.to_dict("records"),
@@ -44,6 +52,12 @@ def published(settings: Settings) -> dict[str, object]:
 def assert_same(a: dict[str, object], b: dict[str, object]) -> None:
     for part in ("synced", "errors", "geo"):
         assert a[part] == b[part], part
+    # R-tree boxes are float32 rounded outward, by SQLite or by the bulk packer: equal within a rounding step
+    # (an edit moves a parcel by a whole unit or more).
+    boxes_a, boxes_b = a["boxes"], b["boxes"]
+    assert isinstance(boxes_a, pd.DataFrame) and isinstance(boxes_b, pd.DataFrame)
+    assert boxes_a["pin"].tolist() == boxes_b["pin"].tolist()
+    assert ((boxes_a.iloc[:, 1:] - boxes_b.iloc[:, 1:]).abs() <= 0.25).all().all()
     left, right = a["aggregates"], b["aggregates"]
     assert isinstance(left, pd.DataFrame) and isinstance(right, pd.DataFrame)
     assert left[["dimension", "value", "parcel_count"]].equals(right[["dimension", "value", "parcel_count"]])

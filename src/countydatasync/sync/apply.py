@@ -160,7 +160,8 @@ class Publisher(Reconciliation):
             self.changed_keys.extend(parcels[self.key][write].tolist())
         self._insert_new(rows, wkb, bounds, write & ~exists)
         self._update_working(rows[write & exists])
-        self._write_geo(rows, wkb, bounds, write & exists & ~in_geo, write & in_geo)
+        moved = old["geom_hash"].to_numpy() != geom_hash  # also true where there was no geometry before
+        self._write_geo(rows, wkb, bounds, write & exists & ~in_geo, write & in_geo, moved)
         self._write_errors(error_keys, prev)
         self._record_issues(issues)
         if not self.recompute:
@@ -217,7 +218,13 @@ class Publisher(Reconciliation):
         )
 
     def _write_geo(
-        self, rows: pd.DataFrame, wkb: np.ndarray, bounds: np.ndarray, insert: np.ndarray, update: np.ndarray
+        self,
+        rows: pd.DataFrame,
+        wkb: np.ndarray,
+        bounds: np.ndarray,
+        insert: np.ndarray,
+        update: np.ndarray,
+        moved: np.ndarray,
     ) -> None:
         """Parcels the working DB already has. Geometry, fid and box go through a temp table; the attributes
         are copied in SQL from the working rows this batch just wrote, so each value is bound from Python once."""
@@ -231,6 +238,8 @@ class Publisher(Reconciliation):
         fids[insert] = range(self.next_fid, self.next_fid + n_new)
         self.next_fid += n_new
         b = bounds[write]
+        # An R-tree entry is rewritten only where the geometry changed: boxes of the others travel as NULL.
+        box = np.where((insert | moved)[write][:, None], b, np.nan)
         blobs = geopackage.geometry_blobs(wkb[write], b, self.plan.output_srid)
         self.con.execute("DELETE FROM temp.batch_geo")
         self.con.executemany(
@@ -239,10 +248,10 @@ class Publisher(Reconciliation):
                 fids[write].tolist(),
                 rows[self.key][write].tolist(),
                 blobs,
-                b[:, 0].tolist(),
-                b[:, 2].tolist(),
-                b[:, 1].tolist(),
-                b[:, 3].tolist(),
+                box[:, 0].tolist(),
+                box[:, 2].tolist(),
+                box[:, 1].tolist(),
+                box[:, 3].tolist(),
                 strict=True,
             ),
         )
@@ -261,15 +270,16 @@ class Publisher(Reconciliation):
                     f"INSERT INTO {r} SELECT fid, minx, maxx, miny, maxy FROM temp.batch_geo WHERE fid IS NOT NULL"
                 )
         if update.any():
-            targets = ", ".join(q(c) for c in ["geom", *attrs, "sync_status", "sync_note"])
+            # The key is not rewritten: setting it, even to itself, would rewrite its index entry too.
+            sets = ", ".join(f"{q(a)} = p.{q(a)}" for a in self.attrs)
             self.con.execute(
-                f"UPDATE {t} SET ({targets}) = (SELECT b.geom, {copied}, 'synced', p.sync_reason "
-                f"FROM temp.batch_geo b JOIN {WORKING}.parcels p ON p.{k} = b.{k} WHERE b.{k} = {t}.{k}) "
-                f"WHERE {k} IN (SELECT {k} FROM temp.batch_geo WHERE fid IS NULL)"
+                f"UPDATE {t} SET geom = b.geom, {sets}, sync_status = 'synced', sync_note = p.sync_reason "
+                f"FROM temp.batch_geo b JOIN {WORKING}.parcels p ON p.{k} = b.{k} "
+                f"WHERE b.fid IS NULL AND {t}.{k} = b.{k}"
             )
             self.con.execute(
                 f"INSERT OR REPLACE INTO {r} (id, minx, maxx, miny, maxy) SELECT g.fid, b.minx, b.maxx, b.miny, "
-                f"b.maxy FROM temp.batch_geo b JOIN {t} g ON g.{k} = b.{k} WHERE b.fid IS NULL"
+                f"b.maxy FROM temp.batch_geo b JOIN {t} g ON g.{k} = b.{k} WHERE b.fid IS NULL AND b.minx IS NOT NULL"
             )
 
     def _insert_new(self, rows: pd.DataFrame, wkb: np.ndarray, bounds: np.ndarray, new: np.ndarray) -> None:
