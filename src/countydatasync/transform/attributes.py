@@ -38,6 +38,10 @@ class AttributeOutcome:
 
 def _text(values: pd.Series) -> pd.Series:
     """Values as trimmed Arrow strings; blanks become NA. Integral floats lose their '.0'."""
+    if isinstance(values.array, pd.arrays.ArrowStringArray):  # what the Arrow drivers give: stay in Arrow
+        trimmed = pc.utf8_trim_whitespace(pa.array(values.array))
+        blank_as_null = pc.if_else(pc.equal(trimmed, ""), None, trimmed)
+        return pd.Series(pd.array(blank_as_null, dtype=ARROW_TEXT), index=values.index)
     if pd.api.types.is_float_dtype(values.dtype) and values.dropna().mod(1).eq(0).all():
         values = values.astype("Int64")
     elif values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):

@@ -131,17 +131,12 @@ def transform_batch(raw: pd.DataFrame, plan: TransformPlan, first_row: int = 0) 
 
     attrs = convert_attributes(raw, list(plan.columns), plan.timezone)
     bad_attr = attrs.bad
-    attr_text = (
-        np.array(
-            [
-                f"column {c}: value {excerpt(v)!r} is not a valid value"
-                for c, v in zip(attrs.bad_column, attrs.bad_value, strict=True)
-            ],
-            dtype=object,
-        )
-        if bad_attr.any()
-        else np.full(n, None, dtype=object)
-    )
+    attr_text = np.full(n, None, dtype=object)
+    bad_rows = np.flatnonzero(bad_attr)
+    attr_text[bad_rows] = [
+        f"column {c}: value {excerpt(v)!r} is not a valid value"
+        for c, v in zip(attrs.bad_column[bad_rows], attrs.bad_value[bad_rows], strict=True)
+    ]
     flag(bad_attr, Reason.BAD_ATTRIBUTE, attr_text, attrs.bad_value)
 
     rejected = np.not_equal(reason, None)

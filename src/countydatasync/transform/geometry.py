@@ -29,7 +29,10 @@ class GeometryOutcome:
 
     @property
     def rejected(self) -> np.ndarray:
-        return np.array([r is not None and r.severity == "error" for r in self.reasons], dtype=bool)
+        out = np.zeros(len(self.reasons), dtype=bool)
+        flagged = np.flatnonzero(np.not_equal(self.reasons, None))
+        out[flagged] = [self.reasons[i].severity == "error" for i in flagged]
+        return out
 
 
 def _as_input_array(values: pd.Series) -> np.ndarray:
