@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 
 from countydatasync.settings import Settings
@@ -106,7 +107,10 @@ def paginate(
             return
         keys = page[RAW_KEY]
         tail_key = keys.iloc[-1]
-        head = page[(keys != tail_key).to_numpy()]
+        tail = (keys == tail_key).to_numpy()
+        # In key order the rows sharing the last key end the page: slice them off (no copy).
+        cut = len(page) - int(np.argmin(tail[::-1])) if not tail.all() else 0
+        head = page.iloc[:cut] if not tail[:cut].any() else page[~tail]
         if head.empty:
             yield fetch_equal(tail_key)
             last = tail_key
