@@ -292,6 +292,7 @@ class Publisher(Reconciliation):
         fids = list(range(self.next_fid, self.next_fid + n))
         self.next_fid += n
         blobs = geopackage.geometry_blobs(wkb[new], b, self.plan.output_srid)
+        # in the order of self.new_columns: the batch's sync_note is the working DB's sync_reason
         values = storage_values(part, [self.key, *self.attrs, "sync_note"])
         values += [part["_attr"].tolist(), part["_geom"].tolist(), storage_values(part, ["source_modified"])[0]]
         self.con.execute("DELETE FROM temp.batch_new")
@@ -320,6 +321,7 @@ class Publisher(Reconciliation):
             )
 
     def _update_working(self, rows: pd.DataFrame) -> None:
+        """Changed parcels the working DB has: their row rewritten in place."""
         if rows.empty:
             return
         n = len(rows)
