@@ -6,6 +6,7 @@ import hashlib
 import shutil
 import sqlite3
 from pathlib import Path
+from urllib.parse import quote
 
 from fastapi.testclient import TestClient
 
@@ -173,3 +174,14 @@ def test_staging_folder_with_awkward_characters(staging: Staging, tmp_path: Path
         assert client.get(f"/api/parcels/{staging.xss_key}").status_code == 200
         bbox = ",".join(map(str, client.get("/api/map-config").json()["extent"]))
         assert client.get("/api/parcels", params={"bbox": bbox}).json()["returned"] > 1000
+
+
+def test_a_key_with_a_slash_is_addressable(fresh_staging: Staging) -> None:
+    key = "12-34/5 A"
+    with sqlite3.connect(fresh_staging.settings.output.working_path) as con:
+        con.execute("INSERT INTO parcels (pin, owner_name, sync_status, in_geo) VALUES (?, 'SLASH', 'synced', 0)",
+                    (key,))
+    with TestClient(create_app(fresh_staging.settings)) as client:
+        body = client.get("/api/parcels/" + quote(key, safe="")).json()
+        assert body["key"] == key and body["attributes"]["owner_name"] == "SLASH"
+        assert client.get("/api/parcels/12-34").status_code == 404

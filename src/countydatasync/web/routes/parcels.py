@@ -79,8 +79,9 @@ def _field_list(text: str | None) -> list[str] | None:
     return [str(v) for v in value] if isinstance(value, list) else [str(value)]
 
 
+# `:path` lets a key hold "/" (some counties write parcel numbers like 12-34/5); the map encodes the key.
 @router.get(
-    "/api/parcels/{key}", response_model=ParcelDetail, summary="One parcel: attributes, status, history",
+    "/api/parcels/{key:path}", response_model=ParcelDetail, summary="One parcel: attributes, status, history",
     responses={404: {"model": Problem}, 503: {"model": Problem}},
 )
 def parcel(settings: SettingsDep, key: Annotated[str, Path(max_length=200)]) -> ParcelDetail:
