@@ -143,3 +143,18 @@ def test_reads_keep_answering_while_a_sync_publishes(fresh_staging: Staging) -> 
         assert app.state.sync_job.wait(timeout=120)
         assert client.get("/api/sync").json()["outcome"] == "succeeded"
     assert len(codes) >= 2 and set(codes) == {200}
+
+
+def test_an_unexpected_error_answers_500_with_the_headers_and_no_details(staging: Staging) -> None:
+    app = create_app(staging.settings)
+
+    def broken() -> None:
+        raise RuntimeError("secret internals: /srv/county/working.sqlite")
+
+    app.add_api_route("/api/broken", broken)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/api/broken")
+    assert response.status_code == 500
+    assert "secret internals" not in response.text and "/srv" not in response.text
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+    assert response.headers["x-frame-options"] == "DENY"

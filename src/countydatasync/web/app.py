@@ -26,7 +26,7 @@ from countydatasync.web.jobs import SyncJob, SyncRunner
 from countydatasync.web.routes import errors, health, pages, parcels, runs, schedule, statistics, sync
 from countydatasync.web.routes.pages import STATIC_DIR
 from countydatasync.web.scheduler import Scheduler
-from countydatasync.web.security import SecurityHeaders
+from countydatasync.web.security import SecurityHeaders, security_headers
 from countydatasync.web.staging import StagingUnavailable
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,13 @@ def create_app(settings: Settings, sync_runner: SyncRunner | None = None) -> Fas
     @app.exception_handler(StagingUnavailable)
     async def _staging_unavailable(request: Request, exc: StagingUnavailable) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette answers an unhandled error outside the middleware stack, so the headers are added here;
+        # the error itself is re-raised to the server, which logs it.
+        return JSONResponse({"detail": "internal error; the server log has the details"}, status_code=500,
+                            headers=security_headers(settings.web))
 
     if settings.web.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.web.cors_origins,

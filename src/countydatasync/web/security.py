@@ -54,19 +54,23 @@ def content_security_policy(web: WebSettings) -> str:
     ])
 
 
+def security_headers(web: WebSettings) -> dict[str, str]:
+    return {
+        "content-security-policy": content_security_policy(web),
+        "x-content-type-options": "nosniff",
+        "x-frame-options": "DENY",
+        # Tile servers may require a Referer; they get the origin only, never a page's path.
+        "referrer-policy": "strict-origin-when-cross-origin" if web.basemap_url else "no-referrer",
+        "cross-origin-opener-policy": "same-origin",
+    }
+
+
 class SecurityHeaders:
     """ASGI middleware that adds the security headers to every HTTP response."""
 
     def __init__(self, app: ASGIApp, web: WebSettings) -> None:
         self.app = app
-        self.headers = [
-            (b"content-security-policy", content_security_policy(web).encode()),
-            (b"x-content-type-options", b"nosniff"),
-            (b"x-frame-options", b"DENY"),
-            # Tile servers may require a Referer; they get the origin only, never a page's path.
-            (b"referrer-policy", b"strict-origin-when-cross-origin" if web.basemap_url else b"no-referrer"),
-            (b"cross-origin-opener-policy", b"same-origin"),
-        ]
+        self.headers = [(name.encode(), value.encode()) for name, value in security_headers(web).items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
