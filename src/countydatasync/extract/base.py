@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-import numpy as np
 import pandas as pd
 
 from countydatasync.settings import Settings
@@ -107,10 +106,10 @@ def paginate(
             return
         keys = page[RAW_KEY]
         tail_key = keys.iloc[-1]
-        tail = (keys == tail_key).to_numpy()
-        # In key order the rows sharing the last key end the page: slice them off (no copy).
-        cut = len(page) - int(np.argmin(tail[::-1])) if not tail.all() else 0
-        head = page.iloc[:cut] if not tail[:cut].any() else page[~tail]
+        keep = (keys != tail_key).to_numpy()
+        cut = int(keep.sum())
+        # In key order the rows sharing the last key end the page: slice them off without a copy.
+        head = page.iloc[:cut] if keep[:cut].all() else page[keep]
         if head.empty:
             yield fetch_equal(tail_key)
             last = tail_key

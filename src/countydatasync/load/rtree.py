@@ -104,7 +104,8 @@ class RtreeBulkLoader:
             if len(groups) == 1:
                 # A single node at this level is the root: renumber it to 1 as SQLite expects.
                 self._make_root(int(numbers[0]), depth, node_t, rowid_t, parent_t)
-                return (float(self.extent[0]), float(self.extent[1]), float(self.extent[2]), float(self.extent[3]))
+                minx, miny, maxx, maxy = self.extent.tolist()
+                return (minx, miny, maxx, maxy)
             starts = np.cumsum([0] + [len(g) for g in groups[:-1]])
             b = boxes[members]
             boxes = np.stack(

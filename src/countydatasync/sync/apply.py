@@ -263,12 +263,7 @@ class Publisher(Reconciliation):
                 f"SELECT b.fid, b.geom, {copied}, 'synced', p.sync_reason FROM temp.batch_geo b "
                 f"JOIN {WORKING}.parcels p ON p.{k} = b.{k} WHERE b.fid IS NOT NULL ORDER BY b.fid"
             )
-            if self.rtree_loader is not None:
-                self.rtree_loader.add(fids[insert].tolist(), bounds[insert])
-            else:
-                self.con.execute(
-                    f"INSERT INTO {r} SELECT fid, minx, maxx, miny, maxy FROM temp.batch_geo WHERE fid IS NOT NULL"
-                )
+            self._index_new(fids[insert].tolist(), bounds[insert])
         if update.any():
             # The key is not rewritten: setting it, even to itself, would rewrite its index entry too.
             sets = ", ".join(f"{q(a)} = p.{q(a)}" for a in self.attrs)
@@ -312,27 +307,32 @@ class Publisher(Reconciliation):
             f"INSERT INTO {GEO}.{q(self.layer)} (fid, geom, {carried}, sync_status, sync_note) "
             f"SELECT geo_fid, geo_geom, {carried}, 'synced', sync_reason FROM temp.batch_new"
         )
+        self._index_new(fids, b)
+
+    def _index_new(self, fids: list[int], bounds: np.ndarray) -> None:
+        """R-tree entries of new features: packed at the end when the layer started empty, else inserted."""
         if self.rtree_loader is not None:
-            self.rtree_loader.add(fids, b)
-        else:
-            self.con.executemany(
-                f"INSERT INTO {GEO}.{q(geopackage.rtree_name(self.layer))} VALUES (?, ?, ?, ?, ?)",
-                zip(fids, b[:, 0].tolist(), b[:, 2].tolist(), b[:, 1].tolist(), b[:, 3].tolist(), strict=True),
-            )
+            self.rtree_loader.add(fids, bounds)
+            return
+        minx, miny, maxx, maxy = bounds.T.tolist()
+        self.con.executemany(
+            f"INSERT INTO {GEO}.{q(geopackage.rtree_name(self.layer))} VALUES (?, ?, ?, ?, ?)",
+            zip(fids, minx, maxx, miny, maxy, strict=True),
+        )
 
     def _update_working(self, rows: pd.DataFrame) -> None:
         """Changed parcels the working DB has: their row rewritten in place."""
         if rows.empty:
             return
         n = len(rows)
-        note = storage_values(rows, ["sync_note"])[0]
+        note, modified = storage_values(rows, ["sync_note", "source_modified"])
         status = {
             "sync_status": ["synced"] * n,
             "sync_reason": note,
             "sync_message": [(REPAIRED_MESSAGE if v else None) for v in note],
             "attr_hash": rows["_attr"].tolist(),
             "geom_hash": rows["_geom"].tolist(),
-            "source_modified": storage_values(rows, ["source_modified"])[0],
+            "source_modified": modified,
             "last_changed": [self.now] * n,
             "last_synced": [self.now] * n,
             "last_run_id": [self.run_id] * n,
