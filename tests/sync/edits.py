@@ -8,6 +8,7 @@ from pathlib import Path
 import shapely
 
 _clock = [0]
+BROKEN = b"\x01\x03broken"  # WKB that does not parse
 
 
 def stamp() -> str:
@@ -57,11 +58,25 @@ def apply_edit(path: Path, op: str, pick: int) -> None:
         elif op == "break":
             con.execute(
                 "UPDATE MasterParcels SET Shape = ?, LastModified = ? WHERE rowid = ?",
-                (b"\x01\x03broken", stamp(), rowid),
+                (BROKEN, stamp(), rowid),
             )
         elif op == "mend":
             good = shapely.to_wkb(shapely.MultiPolygon([shapely.box(1_020_000, 600_000, 1_020_090, 600_140)]))
             con.execute("UPDATE MasterParcels SET Shape = ?, LastModified = ? WHERE rowid = ?", (good, stamp(), rowid))
+        # Edits that leave LastModified as it was, which a watermark run finds only by its key-set check.
+        elif op == "restore":  # a parcel comes back from an archive under a new key, timestamp and all
+            con.execute("INSERT INTO MasterParcels SELECT * FROM MasterParcels WHERE rowid = ?", (rowid,))
+            con.execute("UPDATE MasterParcels SET PIN = ? WHERE rowid = last_insert_rowid()", (f"8{pick:010d}",))
+        elif op == "copy":  # a second row with the same key
+            con.execute("INSERT INTO MasterParcels SELECT * FROM MasterParcels WHERE rowid = ?", (rowid,))
+        elif op == "respace":  # a second row whose key differs only in spacing
+            con.execute("INSERT INTO MasterParcels SELECT * FROM MasterParcels WHERE rowid = ?", (rowid,))
+            con.execute("UPDATE MasterParcels SET PIN = ' ' || PIN WHERE rowid = last_insert_rowid()")
+        elif op == "quiet_mend":  # a broken geometry fixed without touching the timestamp
+            broken = con.execute("SELECT rowid FROM MasterParcels WHERE Shape = ? ORDER BY rowid", (BROKEN,)).fetchall()
+            if broken:
+                good = shapely.to_wkb(shapely.MultiPolygon([shapely.box(1_020_100, 600_000, 1_020_190, 600_140)]))
+                con.execute("UPDATE MasterParcels SET Shape = ? WHERE rowid = ?", (good, broken[pick % len(broken)][0]))
         else:
             raise ValueError(op)
         con.commit()
@@ -69,4 +84,7 @@ def apply_edit(path: Path, op: str, pick: int) -> None:
         con.close()
 
 
-OPS = ["attribute", "geometry", "delete", "insert", "reinsert", "break", "mend"]
+OPS = [
+    *("attribute", "geometry", "delete", "insert", "reinsert", "break", "mend"),
+    *("restore", "copy", "respace", "quiet_mend"),
+]

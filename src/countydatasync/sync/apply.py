@@ -115,6 +115,8 @@ class Publisher(Reconciliation):
         self.counts["rejected"] += len(rejected)
         self.counts["repaired"] += int((parcels["sync_note"] == Reason.INVALID_GEOMETRY_REPAIRED.value).sum())
         error_keys = rejected.dropna(subset=["key"]).drop_duplicates("key")
+        if later:  # the copy an earlier batch loaded is demoted at the end, counts and aggregates with it
+            error_keys = error_keys[~error_keys["key"].isin(list(later))]
         keys = parcels[self.key].tolist()
         touched = keys + error_keys["key"].tolist()
         prev = pd.DataFrame(columns=["attr_hash", "geom_hash", "sync_status", "in_geo"])
