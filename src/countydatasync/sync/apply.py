@@ -42,6 +42,14 @@ NEW_ROW_STATUS = ["sync_reason", "attr_hash", "geom_hash", "source_modified"]
 REPAIRED_MESSAGE = "geometry was invalid and has been repaired"
 
 
+def _known(keys: pd.Series, stored: pd.Index) -> np.ndarray:
+    """Which keys the (unique) index holds. The index's own hash table: pandas' isin on Arrow strings
+    first walks every value of `stored` in Python."""
+    if stored.empty:
+        return np.zeros(len(keys), dtype=bool)
+    return stored.get_indexer(keys.to_numpy(dtype=object)) >= 0
+
+
 def _differs(value: object, stored: object) -> bool:
     if value != value:  # NaN: a missing float, stored as NULL
         return stored is not None
@@ -123,7 +131,7 @@ class Publisher(Reconciliation):
         if not self.initial and touched:
             prev = working.previous_versions(self.con, WORKING, self.key, touched)
 
-        exists = parcels[self.key].isin(prev.index).to_numpy()
+        exists = _known(parcels[self.key], prev.index)
         old = prev.reindex(parcels[self.key])
         # Rows kept only for a status (error or pending placeholders) have no content hash yet.
         had_content = exists & old["attr_hash"].notna().to_numpy()
@@ -143,9 +151,8 @@ class Publisher(Reconciliation):
 
         rows = parcels.assign(_attr=attr_hash, _geom=geom_hash)
         # What the parcels about to be rewritten or rejected counted for until now.
-        replaced = (
-            parcels[self.key][write & exists].tolist() + error_keys["key"][error_keys["key"].isin(prev.index)].tolist()
-        )
+        replaced = parcels[self.key][write & exists].tolist()
+        replaced += error_keys["key"][_known(error_keys["key"], prev.index)].tolist()
         before = (
             {}
             if self.recompute or not replaced
@@ -351,7 +358,7 @@ class Publisher(Reconciliation):
         """Status `error` for rejected parcels; the geo DB keeps (and flags) their last good version."""
         if errors.empty:
             return
-        known = errors["key"].isin(prev.index).to_numpy()
+        known = _known(errors["key"], prev.index)
         params = list(zip(errors["reason"], errors["message"], errors["key"], strict=True))
         self.con.executemany(
             f"UPDATE {WORKING}.parcels SET sync_status = 'error', sync_reason = ?, sync_message = ?, "
