@@ -42,19 +42,12 @@ class StagingTransaction:
                 self._check_journal_mode(schema)
                 # FULL: a commit survives power loss, not only a killed process.
                 self.con.execute(f"PRAGMA {schema}.synchronous = FULL")
-            self.set_cache(cache_mib)
+                self.con.execute(f"PRAGMA {schema}.cache_size = -{cache_mib * 1024}")
             self.con.execute("PRAGMA temp_store = FILE")
             self.con.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise PublishError(f"cannot open the staging databases in {output.directory}: {exc}") from exc
         self.open = True
-
-    def set_cache(self, mib: int) -> None:
-        """Page cache per database. Once the changed pages outgrow it, SQLite writes them to the file
-        before the commit, syncing the journal first, which costs an incremental run's scattered updates
-        more than the memory does."""
-        for schema in (WORKING, GEO, STATS):
-            self.con.execute(f"PRAGMA {schema}.cache_size = -{mib * 1024}")
 
     def _check_journal_mode(self, schema: str) -> None:
         mode = self.con.execute(f"PRAGMA {schema}.journal_mode").fetchone()[0]

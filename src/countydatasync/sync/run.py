@@ -36,10 +36,6 @@ ProgressCallback = Callable[[str, int, int | None], None]
 """Called as progress(stage, rows_done, rows_total_or_None); the CLI draws a bar, the server logs."""
 
 KEEP_ERROR_RUNS = 30  # runs whose error rows stay in the working DB
-# An incremental run's updates land on pages all over the files; with this much cache per database the
-# pages changed by 10,000 updates at 1,000,000 parcels stay in memory until the commit (a full load
-# writes pages in order and keeps the default, which holds its memory below 500 MB).
-INCREMENTAL_CACHE_MIB = 64
 
 
 def _no_progress(stage: str, done: int, total: int | None) -> None:
@@ -92,8 +88,6 @@ class _Run:
             self.publisher = Publisher(tx.con, self.settings, self.plan, result.run_id, self.now, force)
             self.publisher.track_keys = self.dry_run
             result.mode = "full" if force or self.publisher.initial else "incremental"
-            if result.mode == "incremental":
-                tx.set_cache(INCREMENTAL_CACHE_MIB)
             watermark = None if force else self._watermark(tx.con)
             self._extract(source, watermark)
             self.publisher.finish()
