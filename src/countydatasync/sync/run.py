@@ -175,7 +175,7 @@ class _Run:
                 self._stream(producer.in_process(self.settings, self.plan, None), "extract", total, transformed=True)
             else:
                 self._stream(source.batches(), "extract", total)
-            self.publisher.delete_parcels(self.publisher.unseen_keys())
+            self.publisher.delete_absent("seen")
             return
         stamp, style = watermark
         since_ts = stamp - timedelta(seconds=self.settings.source.modified_overlap_seconds)
@@ -184,11 +184,11 @@ class _Run:
             since = since_ts.strftime(f"%Y-%m-%d{style}%H:%M:%S")
         self._stream(source.batches(modified_since=since), "extract changes", source.count_rows(since))  # type: ignore[arg-type]
         self.progress("reconcile keys", 0, None)
-        recheck, absent = self.publisher.compare_key_sets(source.all_keys())
+        self.publisher.load_source_keys(source.all_keys())
+        recheck = self.publisher.keys_to_recheck()
         if recheck:
             self._stream(source.rows_for_keys(recheck), "re-read keys", len(recheck))
-        # The re-read only adds parcels the source has, so the parcels to delete are known already.
-        self.publisher.delete_parcels(absent)
+        self.publisher.delete_absent("source_keys")
 
     def _stream(
         self,
