@@ -9,6 +9,8 @@ SRID 2927), then measures, each in its own process:
   full sync   all three staging databases from the PostGIS table (default batch size)
   ogr2ogr     PostGIS -> GeoPackage with GDAL's command-line tool (the reference)
 and prints seconds, parcels/s, peak memory of the process tree (PSS, see measure.py) and the ratio to ogr2ogr.
+The full sync and ogr2ogr run three times unobserved (the median time is reported) and once more with their
+memory sampled; each extraction runs once unobserved and once sampled (see measure.py).
 The two extraction runs read pages of BATCH rows. Extraction rates count the time inside `batches()` only (not
 interpreter start-up); the others are wall time of the whole process.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -31,6 +34,7 @@ from countydatasync.sample.postgis import load_sample_postgis
 
 ROOT = Path(__file__).resolve().parent
 SCHEMA = "bench"
+REPEAT = 3  # timed runs of the full sync and ogr2ogr; the median is reported
 BATCH = 50_000  # pages of the extraction-only runs
 
 EXTRACT = """
@@ -104,24 +108,19 @@ def bench(url: str, parcels: int, work: Path) -> dict[str, object]:
         assert int(rows) == parcels, f"{driver} read {rows} rows, expected {parcels}"
         row[f"{driver}_s"], row[f"{driver}_rss_mib"] = float(seconds), rss
     sync_s, sync_rss, sync_out = measure(
-        [sys.executable, str(sync_script), url, SCHEMA, table, str(work / "staging")]
+        [sys.executable, str(sync_script), url, SCHEMA, table, str(work / "staging")],
+        reset=lambda: shutil.rmtree(work / "staging"),
+        repeat=REPEAT,
     )
     row.update(sync_s=sync_s, sync_rss_mib=sync_rss, sync_run=sync_out.strip())
     u = make_url(url)
     pg = f"PG:host={u.host or '127.0.0.1'} port={u.port or 5432} user={u.username} dbname={u.database}"
+    reference = work / "ogr2ogr.gpkg"
     ref_s, ref_rss, _ = measure(
-        [
-            "ogr2ogr",
-            "-f",
-            "GPKG",
-            str(work / "ogr2ogr.gpkg"),
-            pg,
-            f"{SCHEMA}.{table}",
-            "-nln",
-            "parcels",
-            "-nlt",
-            "PROMOTE_TO_MULTI",
-        ]
+        ["ogr2ogr", "-f", "GPKG", str(reference), pg, f"{SCHEMA}.{table}", "-nln", "parcels"]
+        + ["-nlt", "PROMOTE_TO_MULTI"],
+        reset=reference.unlink,
+        repeat=REPEAT,
     )
     row.update(ogr2ogr_s=ref_s, ogr2ogr_rss_mib=ref_rss)
     return row

@@ -7,6 +7,8 @@ For each size it makes (or reuses) a sample county, then measures, each in its o
   full sync   all three staging databases from empty
   incremental after 1% of the parcels changed (attributes and geometry), 0.1% deleted, 0.1% inserted
 and prints seconds, parcels/s, peak memory of the whole process tree (PSS, sampled every 50 ms) and the ratios.
+Each is run three times unobserved (the median time is reported) and once more with its memory sampled
+(see measure.py).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from measure import measure  # bench/measure.py, beside this script
 from countydatasync.sample.county import SampleCounty, write_sample_county
 
 ROOT = Path(__file__).resolve().parent
+REPEAT = 3  # timed runs per command; the median is reported
 SYNC = """
 import sys
 from countydatasync.settings import Settings
@@ -70,23 +73,24 @@ def bench(parcels: int, work: Path) -> dict[str, float]:
     shutil.copyfile(cached, source)
     script = work / "sync_once.py"
     script.write_text(SYNC)
+    reference = work / "ogr2ogr.gpkg"
     ref_t, ref_rss, _ = measure(
-        [
-            "ogr2ogr",
-            "-f",
-            "GPKG",
-            str(work / "ogr2ogr.gpkg"),
-            str(source),
-            "masterparcels",
-            "-nln",
-            "parcels",
-            "-nlt",
-            "PROMOTE_TO_MULTI",
-        ]
+        ["ogr2ogr", "-f", "GPKG", str(reference), str(source), "masterparcels"]
+        + ["-nln", "parcels", "-nlt", "PROMOTE_TO_MULTI"],
+        reset=reference.unlink,
+        repeat=REPEAT,
     )
-    full_t, full_rss, full_out = measure([sys.executable, str(script), str(source), str(work / "staging")])
+    staging, before = work / "staging", work / "staging_before_edit"
+    sync = [sys.executable, str(script), str(source), str(staging)]
+    full_t, full_rss, full_out = measure(sync, reset=lambda: shutil.rmtree(staging), repeat=REPEAT)
     edit_source(source, parcels)
-    inc_t, inc_rss, inc_out = measure([sys.executable, str(script), str(source), str(work / "staging")])
+    shutil.copytree(staging, before)
+
+    def back_to_before_edit() -> None:
+        shutil.rmtree(staging)
+        shutil.copytree(before, staging)
+
+    inc_t, inc_rss, inc_out = measure(sync, reset=back_to_before_edit, repeat=REPEAT)
     return {
         "parcels": parcels,
         "ogr2ogr_s": ref_t,
