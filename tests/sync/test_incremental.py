@@ -75,6 +75,22 @@ def base_county(tmp_root: Path) -> Path:
     return BASE["db"]
 
 
+def fresh_source(tmp_path_factory, name: str) -> Path:
+    """A private copy of the base county, in a new folder beside which a test writes its staging DBs."""
+    source = tmp_path_factory.mktemp(name) / "source.sqlite"
+    shutil.copyfile(base_county(tmp_path_factory.getbasetemp()), source)
+    return source
+
+
+def two_single_row_pins(con: sqlite3.Connection, condition: str = "1", order: str = "PIN") -> list[str]:
+    """Two keys that one row each carries, with a parseable geometry, meeting `condition`."""
+    sql = (
+        f"SELECT PIN FROM MasterParcels WHERE length(Shape) > 40 AND {condition} AND PIN IN "
+        f"(SELECT PIN FROM MasterParcels GROUP BY PIN HAVING count(*) = 1) ORDER BY {order} LIMIT 2"
+    )
+    return [r[0] for r in con.execute(sql)]
+
+
 script = st.lists(
     st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 10_000)), min_size=1, max_size=8), min_size=1, max_size=3
 )
@@ -83,9 +99,8 @@ script = st.lists(
 @hsettings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rounds=script, watermark=st.booleans())
 def test_incremental_runs_equal_a_full_rebuild(tmp_path_factory, rounds, watermark: bool) -> None:
-    work = tmp_path_factory.mktemp("inc")
-    source = work / "source.sqlite"
-    shutil.copyfile(base_county(tmp_path_factory.getbasetemp()), source)
+    source = fresh_source(tmp_path_factory, "inc")
+    work = source.parent
     common = {"url": f"sqlite:///{source}", "batch_size": 64, "modified_column": "LastModified" if watermark else ""}
     incremental = Settings(source=common, output={"directory": work / "incremental"})
     run_sync(incremental)
@@ -100,21 +115,13 @@ def test_incremental_runs_equal_a_full_rebuild(tmp_path_factory, rounds, waterma
 
 
 def test_change_log_names_exactly_the_fields_that_changed(tmp_path_factory) -> None:
-    work = tmp_path_factory.mktemp("changelog")
-    source = work / "source.sqlite"
-    shutil.copyfile(base_county(tmp_path_factory.getbasetemp()), source)
-    settings = Settings(source={"url": f"sqlite:///{source}"}, output={"directory": work / "out"})
+    source = fresh_source(tmp_path_factory, "changelog")
+    settings = Settings(source={"url": f"sqlite:///{source}"}, output={"directory": source.parent / "out"})
     run_sync(settings)
     con = sqlite3.connect(source)
     with con:
         # parcels whose sale price is missing: a missing number must not read as a change
-        pins = [
-            r[0]
-            for r in con.execute(
-                "SELECT PIN FROM MasterParcels WHERE LastSalePrice IS NULL AND length(Shape) > 40 AND PIN IN "
-                "(SELECT PIN FROM MasterParcels GROUP BY PIN HAVING count(*) = 1) ORDER BY PIN LIMIT 2"
-            )
-        ]
+        pins = two_single_row_pins(con, "LastSalePrice IS NULL")
         con.execute(
             "UPDATE MasterParcels SET OwnerName = 'NEW OWNER', LastModified = ? WHERE PIN = ?", (stamp(), pins[0])
         )
@@ -135,21 +142,14 @@ def test_keys_that_differ_only_in_spacing_are_rejected_together(tmp_path_factory
     """' P' sorts far from 'P', so the two copies of one key arrive in different batches: the copy loaded
     first is demoted at the end of the run, on a first load as on a watermark run that meets the second
     copy only through its key-set check (it keeps its old LastModified)."""
-    work = tmp_path_factory.mktemp("spacing")
-    source = work / "source.sqlite"
-    shutil.copyfile(base_county(tmp_path_factory.getbasetemp()), source)
+    source = fresh_source(tmp_path_factory, "spacing")
+    work = source.parent
     common = {"url": f"sqlite:///{source}", "batch_size": 64, "modified_column": "LastModified"}
     incremental = Settings(source=common, output={"directory": work / "incremental"})
     run_sync(incremental)
     con = sqlite3.connect(source)
     with con:
-        pins = [
-            r[0]
-            for r in con.execute(
-                "SELECT PIN FROM MasterParcels WHERE length(Shape) > 40 GROUP BY PIN HAVING count(*) = 1 "
-                "ORDER BY PIN DESC LIMIT 2"
-            )
-        ]
+        pins = two_single_row_pins(con, order="PIN DESC")
         for pin in pins:
             con.execute("INSERT INTO MasterParcels SELECT * FROM MasterParcels WHERE PIN = ?", (pin,))
             con.execute("UPDATE MasterParcels SET PIN = ' ' || PIN WHERE rowid = last_insert_rowid()")
