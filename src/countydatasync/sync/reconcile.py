@@ -176,5 +176,6 @@ def _same_text(norm: pd.Series, stored: pd.Series) -> np.ndarray:
     Arrow strings are compared in Arrow: a million keys as Python objects took a sixth of the load."""
     if isinstance(stored.array, pd.arrays.ArrowStringArray) and isinstance(norm.array, pd.arrays.ArrowStringArray):
         return pc.equal(pa.array(norm), pa.array(stored)).fill_null(False).to_numpy(zero_copy_only=False)
-    text = stored.map(str, na_action="ignore")
-    return (norm.to_numpy(dtype=object) == text.to_numpy(dtype=object)) & norm.notna().to_numpy()
+    same = norm.notna().to_numpy() & stored.notna().to_numpy()
+    same[same] = norm[same].to_numpy(dtype=object) == stored[same].map(str).to_numpy(dtype=object)
+    return same

@@ -86,7 +86,10 @@ class TransformedBatch:
 def normalize_keys(values: pd.Series) -> pd.Series:
     """Keys as trimmed text; null and blank keys become NA. Integral floats lose their '.0'."""
     if pd.api.types.is_float_dtype(values.dtype):
-        values = values.astype("Int64")
+        whole = (np.isfinite(values) & (values == np.trunc(values))).to_numpy()
+        text = values.astype("string")
+        text[whole] = [str(int(v)) for v in values[whole]]  # Python ints: no overflow past 2**63
+        values = text
     text = values.astype("string").str.strip()
     return text.mask(text.eq("")).reset_index(drop=True)
 
