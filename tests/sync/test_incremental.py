@@ -17,7 +17,7 @@ from countydatasync.sample.county import SampleCounty, write_sample_county
 from countydatasync.settings import Settings
 from countydatasync.sync import run_sync
 
-from .edits import OPS, apply_edit, stamp
+from .edits import BROKEN, OPS, apply_edit, stamp
 from .helpers import query
 
 ATTRS = "pin, owner_name, land_value, land_use, acres, last_sale_date, gis_acres, sync_note"
@@ -153,6 +153,10 @@ def test_keys_that_differ_only_in_spacing_are_rejected_together(tmp_path_factory
         for pin in pins:
             con.execute("INSERT INTO MasterParcels SELECT * FROM MasterParcels WHERE PIN = ?", (pin,))
             con.execute("UPDATE MasterParcels SET PIN = ' ' || PIN WHERE rowid = last_insert_rowid()")
+        # One copy of each is also broken: being carried twice is still the reason that counts, whichever
+        # copy a run meets first (the spaced copy keeps its old timestamp, the other gets a new one).
+        con.execute("UPDATE MasterParcels SET Shape = ? WHERE PIN = ?", (BROKEN, " " + pins[0]))
+        con.execute("UPDATE MasterParcels SET Shape = ?, LastModified = ? WHERE PIN = ?", (BROKEN, stamp(), pins[1]))
     con.close()
     result = run_sync(incremental)
     assert result.reconciles and result.rejected >= 4 and result.mode == "incremental"

@@ -132,13 +132,23 @@ class Reconciliation:
         stats.merge(self.deltas, stats.subtract({}, before))
 
     def _demote_late_duplicates(self) -> None:
-        """A key met again in a later batch: the copy loaded earlier is an error too."""
+        """A key met again in a later batch: the copy loaded earlier is an error too. As within one batch,
+        being carried twice is the reason that counts, also for a copy rejected for something else."""
         k = q(self.key)
+        reason, message = Reason.DUPLICATE_KEY.value, "parcel key occurs more than once in the source"
         for key in sorted(self.late_duplicates):
             row = self.con.execute(
-                f"SELECT sync_status, last_run_id FROM {WORKING}.parcels WHERE {k} = ?", (key,)
+                f"SELECT sync_status, last_run_id, sync_reason FROM {WORKING}.parcels WHERE {k} = ?", (key,)
             ).fetchone()
-            if row is None or row[0] == "error":
+            if row is None or (row[0] == "error" and row[2] == reason):
+                continue
+            status = pd.DataFrame({"key": [key], "reason": [reason], "message": [message]})
+            issue = status.assign(
+                source_row=None, excerpt=None, severity="error", message=message + " (copy met in an earlier batch)"
+            )
+            if row[0] == "error":  # rejected and counted already: only the reason changes
+                self._write_errors(status, pd.DataFrame(index=[key]))
+                self._record_issues(issue)
                 continue
             inserted = self.con.execute(
                 f"SELECT 1 FROM {WORKING}.change_log WHERE run_id = ? AND {k} = ? AND action = 'insert'",
@@ -152,22 +162,8 @@ class Reconciliation:
             )
             self.counts[loaded_as] -= 1
             self.counts["rejected"] += 1
-            reason, message = Reason.DUPLICATE_KEY.value, "parcel key occurs more than once in the source"
-            self._write_errors(
-                pd.DataFrame({"key": [key], "reason": [reason], "message": [message]}), pd.DataFrame(index=[key])
-            )
-            self._record_issues(
-                pd.DataFrame(
-                    {
-                        "key": [key],
-                        "source_row": [None],
-                        "reason": [reason],
-                        "message": [message + " (copy loaded from an earlier batch)"],
-                        "excerpt": [None],
-                        "severity": ["error"],
-                    }
-                )
-            )
+            self._write_errors(status, pd.DataFrame(index=[key]))
+            self._record_issues(issue)
             stats.merge(self.deltas, stats.subtract({}, before))
 
 
