@@ -92,9 +92,9 @@ class Reconciliation:
             f"UNION SELECT s.{k} FROM {WORKING}.parcels p JOIN temp.source_keys s ON s.{k} = p.{k} "
             # IN, not != 'synced': the few unsettled parcels are found through the status index
             f"WHERE p.sync_status IN ('error', 'pending') AND p.{k} NOT IN (SELECT {k} FROM temp.seen)) "
-            f"SELECT {k} FROM again UNION ALL SELECT f.stored FROM temp.source_forms f JOIN again a ON a.{k} = f.{k}"
+            f"SELECT {k} FROM again UNION SELECT f.stored FROM temp.source_forms f JOIN again a ON a.{k} = f.{k}"
         ).fetchall()
-        return list(dict.fromkeys(r[0] for r in rows))
+        return [r[0] for r in rows]
 
     def delete_absent(self, present: str) -> None:
         """Remove the parcels whose key is not in the temp table `present` (seen, or source_keys)."""
@@ -142,29 +142,24 @@ class Reconciliation:
             ).fetchone()
             if row is None or (row[0] == "error" and row[2] == reason):
                 continue
+            if row[0] != "error":  # it was loaded: it now counts as rejected, and leaves the aggregates
+                inserted = self.con.execute(
+                    f"SELECT 1 FROM {WORKING}.change_log WHERE run_id = ? AND {k} = ? AND action = 'insert'",
+                    (self.run_id, key),
+                ).fetchone()
+                loaded_as = "inserted" if inserted else "updated" if row[1] == self.run_id else "unchanged"
+                self.counts[loaded_as] -= 1
+                self.counts["rejected"] += 1
+                if not self.recompute:
+                    before = stats.contributions(self.con, WORKING, self.key, [key], self.dimensions, self.measures)
+                    stats.merge(self.deltas, stats.subtract({}, before))
             status = pd.DataFrame({"key": [key], "reason": [reason], "message": [message]})
-            issue = status.assign(
-                source_row=None, excerpt=None, severity="error", message=message + " (copy met in an earlier batch)"
-            )
-            if row[0] == "error":  # rejected and counted already: only the reason changes
-                self._write_errors(status, pd.DataFrame(index=[key]))
-                self._record_issues(issue)
-                continue
-            inserted = self.con.execute(
-                f"SELECT 1 FROM {WORKING}.change_log WHERE run_id = ? AND {k} = ? AND action = 'insert'",
-                (self.run_id, key),
-            ).fetchone()
-            loaded_as = "inserted" if inserted else "updated" if row[1] == self.run_id else "unchanged"
-            before = (
-                {}
-                if self.recompute
-                else stats.contributions(self.con, WORKING, self.key, [key], self.dimensions, self.measures)
-            )
-            self.counts[loaded_as] -= 1
-            self.counts["rejected"] += 1
             self._write_errors(status, pd.DataFrame(index=[key]))
-            self._record_issues(issue)
-            stats.merge(self.deltas, stats.subtract({}, before))
+            self._record_issues(
+                status.assign(
+                    source_row=None, excerpt=None, severity="error", message=message + " (copy met in an earlier batch)"
+                )
+            )
 
 
 def _same_text(norm: pd.Series, stored: pd.Series) -> np.ndarray:
