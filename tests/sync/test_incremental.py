@@ -122,19 +122,24 @@ def test_change_log_names_exactly_the_fields_that_changed(tmp_path_factory) -> N
     with con:
         # parcels whose sale price is missing: a missing number must not read as a change
         pins = two_single_row_pins(con, "LastSalePrice IS NULL")
+        # text, date, real and integer fields; a value rewritten as it was is no change
         con.execute(
-            "UPDATE MasterParcels SET OwnerName = 'NEW OWNER', LastModified = ? WHERE PIN = ?", (stamp(), pins[0])
+            "UPDATE MasterParcels SET OwnerName = 'NEW OWNER', LastSaleDate = '2026-05-01', LastModified = ? "
+            "WHERE PIN = ?",
+            (stamp(), pins[0]),
         )
         con.execute(
-            "UPDATE MasterParcels SET TaxYear = TaxYear + 1, LastModified = ? WHERE PIN = ?", (stamp(), pins[1])
+            "UPDATE MasterParcels SET TaxYear = TaxYear + 1, LandValue = LandValue + 0.5, SitusCity = SitusCity, "
+            "LastModified = ? WHERE PIN = ?",
+            (stamp(), pins[1]),
         )
     con.close()
     result = run_sync(settings)
     assert result.updated == 2
     log = query(settings.output.working_path, "SELECT pin, changed_fields FROM change_log WHERE action = 'update'")
     assert dict(zip(log["pin"], log["changed_fields"].map(json.loads), strict=True)) == {
-        pins[0]: ["owner_name", "last_modified"],
-        pins[1]: ["tax_year", "last_modified"],
+        pins[0]: ["owner_name", "last_sale_date", "last_modified"],
+        pins[1]: ["land_value", "tax_year", "last_modified"],
     }
 
 

@@ -37,9 +37,12 @@ def _bindable(column: pd.Series) -> list[object]:
     return np.where(pd.isna(values), None, values).tolist()
 
 
-# Per-row status of a new parcel, bound with its attributes; the other status columns are the same for the whole run.
-NEW_ROW_STATUS = ["sync_reason", "attr_hash", "geom_hash", "source_modified"]
+# Per-row status of a written parcel, bound with its attributes; the other status columns are the same for the
+# whole run.
+ROW_STATUS = ["sync_reason", "attr_hash", "geom_hash", "source_modified"]
 REPAIRED_MESSAGE = "geometry was invalid and has been repaired"
+# Bits of a staged row's state: the working DB has the parcel; the layer has it; its content changed (logged).
+STAGED_EXISTING, STAGED_IN_GEO, STAGED_LOGGED = 1, 2, 4
 
 
 def _known(keys: pd.Series, stored: pd.Index) -> np.ndarray:
@@ -50,10 +53,14 @@ def _known(keys: pd.Series, stored: pd.Index) -> np.ndarray:
     return stored.get_indexer(keys.to_numpy(dtype=object)) >= 0
 
 
-def _differs(value: object, stored: object) -> bool:
-    if value != value:  # NaN: a missing float, stored as NULL
-        return stored is not None
-    return value != stored
+def _changed_fields(attrs: list[str]) -> str:
+    """SQL for the JSON list of fields in which a staged row `b` differs from its stored row `p`. IS NOT
+    treats two NULLs as equal, and the stored column's affinity decides how a bound value compares."""
+    tests = [(f"b.{q(a)} IS NOT p.{q(a)}", a) for a in attrs if a != "gis_acres"]
+    tests.append(("b.geom_hash IS NOT p.geom_hash", "geometry"))
+    literal = {name: json.dumps(name).replace("'", "''") for _, name in tests}  # JSON strings in SQL quotes
+    names = " || ".join(f"CASE WHEN {test} THEN '{literal[name]}, ' ELSE '' END" for test, name in tests)
+    return f"'[' || rtrim({names}, ', ') || ']'"
 
 
 class Publisher(Reconciliation):
@@ -83,13 +90,16 @@ class Publisher(Reconciliation):
         top = con.execute(f"SELECT max(fid) FROM {GEO}.{q(self.layer)}").fetchone()[0]
         self.next_fid = max(seq[0] if seq else 0, top or 0) + 1
         con.execute(f"CREATE TEMP TABLE IF NOT EXISTS seen ({q(self.key)} TEXT PRIMARY KEY)")
-        self.new_columns = [self.key, *self.attrs, *NEW_ROW_STATUS]
-        new_columns = ", ".join(q(c) for c in self.new_columns)
-        con.execute(f"CREATE TEMP TABLE IF NOT EXISTS batch_new ({new_columns}, geo_fid, geo_geom)")
+        # Every parcel a batch writes, bound once; SQLite copies the values on from here. `state` holds the
+        # STAGED_* bits; geo_fid is set for parcels the layer gets a new feature for.
+        self.row_columns = [self.key, *self.attrs, *ROW_STATUS, "state", "geo_fid", "geo_geom"]
+        con.execute(f"CREATE TEMP TABLE IF NOT EXISTS batch_rows ({', '.join(q(c) for c in self.row_columns)})")
+        # New boxes of existing features whose geometry moved: few, so they travel apart.
         con.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS batch_geo (fid INTEGER, {q(self.key)} TEXT PRIMARY KEY, "
-            "geom BLOB, minx REAL, maxx REAL, miny REAL, maxy REAL)"
+            f"CREATE TEMP TABLE IF NOT EXISTS batch_boxes ({q(self.key)} TEXT, minx REAL, maxx REAL, miny REAL, "
+            "maxy REAL)"
         )
+        self.changed_fields = _changed_fields(self.attrs)
         empty_layer = con.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {GEO}.{q(self.layer)})").fetchone()[0] == 1
         # An empty layer gets its R-tree packed in one go at the end (see load/rtree.py).
         self.rtree_loader = RtreeBulkLoader(con, GEO, geopackage.rtree_name(self.layer)) if empty_layer else None
@@ -158,7 +168,9 @@ class Publisher(Reconciliation):
             if self.recompute or not replaced
             else stats.contributions(self.con, WORKING, self.key, replaced, self.dimensions, self.measures)
         )
-        self._log_changes(rows[had_content & ~same], old[had_content & ~same])
+        moved = old["geom_hash"].to_numpy() != geom_hash  # also true where there was no geometry before
+        self._stage(rows, wkb, bounds, write, exists, in_geo, had_content & ~same, moved)
+        self._log_changes()
         if not self.initial:  # a first load logs no per-parcel inserts: the run history has the count
             self.con.executemany(
                 f"INSERT INTO {WORKING}.change_log (run_id, {q(self.key)}, action, changed_fields, at) "
@@ -167,10 +179,8 @@ class Publisher(Reconciliation):
             )
         if self.track_keys:
             self.changed_keys.extend(parcels[self.key][write].tolist())
-        self._insert_new(rows, wkb, bounds, write & ~exists)
-        self._update_working(rows[write & exists])
-        moved = old["geom_hash"].to_numpy() != geom_hash  # also true where there was no geometry before
-        self._write_geo(rows, wkb, bounds, write & exists & ~in_geo, write & in_geo, moved)
+        self._write_working()
+        self._write_geo(bounds[write][self.new_features])
         self._write_errors(error_keys, prev)
         self._record_issues(issues)
         if not self.recompute:
@@ -199,124 +209,107 @@ class Publisher(Reconciliation):
             )
         }
 
-    def _log_changes(self, new: pd.DataFrame, old: pd.DataFrame) -> None:
-        if new.empty:
-            return
-        stored = self.con.execute(
-            f"SELECT {q(self.key)}, {', '.join(q(a) for a in self.attrs)} FROM {WORKING}.parcels "
-            f"WHERE {q(self.key)} IN (SELECT value FROM json_each(?))",
-            (json.dumps(new[self.key].tolist()),),
-        ).fetchall()
-        before = {r[0]: r[1:] for r in stored}
-        after = zip(new[self.key].tolist(), *storage_values(new, self.attrs), strict=True)
-        geom_changed = dict(zip(new[self.key], new["_geom"].to_numpy() != old["geom_hash"].to_numpy(), strict=True))
-        entries = []
-        for key, *values in after:
-            prior = before.get(key, (None,) * len(values))
-            fields = [
-                a for a, v, p in zip(self.attrs, values, prior, strict=True) if a != "gis_acres" and _differs(v, p)
-            ]
-            if geom_changed[key]:
-                fields.append("geometry")
-            if fields:
-                entries.append((self.run_id, key, "update", json.dumps(fields), self.now))
-        self.con.executemany(
-            f"INSERT INTO {WORKING}.change_log (run_id, {q(self.key)}, action, changed_fields, at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            entries,
-        )
-
-    def _write_geo(
+    def _stage(
         self,
         rows: pd.DataFrame,
         wkb: np.ndarray,
         bounds: np.ndarray,
-        insert: np.ndarray,
-        update: np.ndarray,
+        write: np.ndarray,
+        exists: np.ndarray,
+        in_geo: np.ndarray,
+        log: np.ndarray,
         moved: np.ndarray,
     ) -> None:
-        """Parcels the working DB already has. Geometry, fid and box go through a temp table; the attributes
-        are copied in SQL from the working rows this batch just wrote, so each value is bound from Python once."""
-        t, r = f"{GEO}.{q(self.layer)}", f"{GEO}.{q(geopackage.rtree_name(self.layer))}"
-        k = q(self.key)
-        write = insert | update
+        """Bind the batch's parcels to be written into temp.batch_rows: each value once, from Python, which is
+        the slow part of a load. Parcels without a feature in the layer get their fid here: new ones first."""
+        self.con.execute("DELETE FROM temp.batch_rows")
+        self.con.execute("DELETE FROM temp.batch_boxes")
+        self.new_features = np.zeros(int(write.sum()), dtype=bool)
         if not write.any():
             return
-        n_new = int(insert.sum())
-        fids = np.full(len(rows), None, dtype=object)
-        fids[insert] = range(self.next_fid, self.next_fid + n_new)
-        self.next_fid += n_new
-        b = bounds[write]
-        # An R-tree entry is rewritten only where the geometry changed: boxes of the others travel as NULL.
-        box = np.where((insert | moved)[write][:, None], b, np.nan)
-        blobs = geopackage.geometry_blobs(wkb[write], b, self.plan.output_srid)
-        self.con.execute("DELETE FROM temp.batch_geo")
-        self.con.executemany(
-            "INSERT INTO temp.batch_geo VALUES (?, ?, ?, ?, ?, ?, ?)",
-            zip(
-                fids[write].tolist(),
-                rows[self.key][write].tolist(),
-                blobs,
-                box[:, 0].tolist(),
-                box[:, 2].tolist(),
-                box[:, 1].tolist(),
-                box[:, 3].tolist(),
-                strict=True,
-            ),
-        )
-        attrs = [self.key, *self.attrs]
-        copied = ", ".join(f"p.{q(a)}" for a in attrs)
-        if n_new:
-            self.con.execute(
-                f"INSERT INTO {t} (fid, geom, {', '.join(q(a) for a in attrs)}, sync_status, sync_note) "
-                f"SELECT b.fid, b.geom, {copied}, 'synced', p.sync_reason FROM temp.batch_geo b "
-                f"JOIN {WORKING}.parcels p ON p.{k} = b.{k} WHERE b.fid IS NOT NULL ORDER BY b.fid"
-            )
-            self._index_new(fids[insert].tolist(), bounds[insert])
-        if update.any():
-            # The key is not rewritten: setting it, even to itself, would rewrite its index entry too.
-            sets = ", ".join(f"{q(a)} = p.{q(a)}" for a in self.attrs)
-            self.con.execute(
-                f"UPDATE {t} SET geom = b.geom, {sets}, sync_status = 'synced', sync_note = p.sync_reason "
-                f"FROM temp.batch_geo b JOIN {WORKING}.parcels p ON p.{k} = b.{k} "
-                f"WHERE b.fid IS NULL AND {t}.{k} = b.{k}"
-            )
-            self.con.execute(
-                f"INSERT OR REPLACE INTO {r} (id, minx, maxx, miny, maxy) SELECT g.fid, b.minx, b.maxx, b.miny, "
-                f"b.maxy FROM temp.batch_geo b JOIN {t} g ON g.{k} = b.{k} WHERE b.fid IS NULL AND b.minx IS NOT NULL"
-            )
-
-    def _insert_new(self, rows: pd.DataFrame, wkb: np.ndarray, bounds: np.ndarray, new: np.ndarray) -> None:
-        """Parcels new to both databases. Binding values from Python is the slow part of a load, so each
-        value is bound once, into a temp table, and SQLite copies the rows to the working DB and the layer."""
-        n = int(new.sum())
-        if not n:
-            return
-        part, b = rows[new], bounds[new]
-        fids = list(range(self.next_fid, self.next_fid + n))
-        self.next_fid += n
-        blobs = geopackage.geometry_blobs(wkb[new], b, self.plan.output_srid)
-        # in the order of self.new_columns: the batch's sync_note is the working DB's sync_reason
+        part, b = rows[write], bounds[write]
+        existing, featured = exists[write], in_geo[write]
+        fids = np.full(len(part), None, dtype=object)
+        order = np.concatenate([np.flatnonzero(~existing), np.flatnonzero(existing & ~featured)])
+        fids[order] = range(self.next_fid, self.next_fid + len(order))
+        self.next_fid += len(order)
+        self.new_features = ~featured
+        self.new_fids = fids[~featured].tolist()
+        state = existing * STAGED_EXISTING + featured * STAGED_IN_GEO + log[write] * STAGED_LOGGED
+        # in the order of self.row_columns: the batch's sync_note is the working DB's sync_reason
         values = storage_values(part, [self.key, *self.attrs, "sync_note"])
         values += [part["_attr"].tolist(), part["_geom"].tolist(), storage_values(part, ["source_modified"])[0]]
-        self.con.execute("DELETE FROM temp.batch_new")
+        values += [state.tolist(), fids.tolist(), geopackage.geometry_blobs(wkb[write], b, self.plan.output_srid)]
         self.con.executemany(
-            f"INSERT INTO temp.batch_new VALUES ({', '.join('?' * (len(self.new_columns) + 2))})",
-            zip(*values, fids, blobs, strict=True),
+            f"INSERT INTO temp.batch_rows VALUES ({', '.join('?' * len(self.row_columns))})",
+            zip(*values, strict=True),
         )
+        # An R-tree entry is rewritten only where the geometry moved.
+        boxed = featured & moved[write]
+        if boxed.any():
+            minx, miny, maxx, maxy = b[boxed].T.tolist()
+            self.con.executemany(
+                "INSERT INTO temp.batch_boxes VALUES (?, ?, ?, ?, ?)",
+                zip(part[self.key][boxed].tolist(), minx, maxx, miny, maxy, strict=True),
+            )
+
+    def _log_changes(self) -> None:
+        """An update entry for each staged parcel whose content changed, naming the fields that did; compared
+        in SQL against the stored row, before the update."""
+        k = q(self.key)
+        self.con.execute(
+            f"INSERT INTO {WORKING}.change_log (run_id, {k}, action, changed_fields, at) "
+            f"SELECT ?, {k}, 'update', fields, ? FROM (SELECT b.rowid AS n, b.{k}, {self.changed_fields} AS fields "
+            f"FROM temp.batch_rows b JOIN {WORKING}.parcels p ON p.{k} = b.{k} WHERE b.state & {STAGED_LOGGED}) "
+            "WHERE fields != '[]' ORDER BY n",
+            (self.run_id, self.now),
+        )
+
+    def _write_working(self) -> None:
+        """Staged parcels into the working DB: new ones inserted, the others rewritten in place (without the
+        key: setting it, even to itself, would rewrite its index entry too)."""
+        k = q(self.key)
         carried = ", ".join(q(c) for c in [self.key, *self.attrs])
+        status = ", ".join(ROW_STATUS)
+        params = (REPAIRED_MESSAGE, self.now, self.run_id)
         self.con.execute(
-            f"INSERT INTO {WORKING}.parcels ({carried}, {', '.join(NEW_ROW_STATUS)}, sync_status, sync_message, "
-            "first_seen, last_changed, last_synced, last_run_id, in_geo) "
-            f"SELECT {carried}, {', '.join(NEW_ROW_STATUS)}, 'synced', CASE WHEN sync_reason IS NOT NULL THEN "
-            "?1 END, ?2, ?2, ?2, ?3, 1 FROM temp.batch_new",
-            (REPAIRED_MESSAGE, self.now, self.run_id),
+            f"INSERT INTO {WORKING}.parcels ({carried}, {status}, sync_status, sync_message, first_seen, "
+            f"last_changed, last_synced, last_run_id, in_geo) SELECT {carried}, {status}, 'synced', CASE WHEN "
+            "sync_reason IS NOT NULL THEN ?1 END, ?2, ?2, ?2, ?3, 1 FROM temp.batch_rows "
+            f"WHERE state & {STAGED_EXISTING} = 0",
+            params,
+        )
+        sets = ", ".join(f"{q(c)} = b.{q(c)}" for c in [*self.attrs, *ROW_STATUS])
+        self.con.execute(
+            f"UPDATE {WORKING}.parcels SET {sets}, sync_status = 'synced', sync_message = CASE WHEN "
+            "b.sync_reason IS NOT NULL THEN ?1 END, last_changed = ?2, last_synced = ?2, last_run_id = ?3, "
+            f"in_geo = 1 FROM temp.batch_rows b WHERE b.state & {STAGED_EXISTING} AND {WORKING}.parcels.{k} = b.{k}",
+            params,
+        )
+
+    def _write_geo(self, new_bounds: np.ndarray) -> None:
+        """Staged parcels into the layer: a feature for those without one, the others rewritten in place (their
+        R-tree entry only where the geometry moved). `new_bounds`: the new features' boxes, in staging order."""
+        t, r = f"{GEO}.{q(self.layer)}", f"{GEO}.{q(geopackage.rtree_name(self.layer))}"
+        k = q(self.key)
+        carried = ", ".join(q(a) for a in [self.key, *self.attrs])
+        if len(new_bounds):
+            self.con.execute(
+                f"INSERT INTO {t} (fid, geom, {carried}, sync_status, sync_note) SELECT geo_fid, geo_geom, "
+                f"{carried}, 'synced', sync_reason FROM temp.batch_rows WHERE geo_fid IS NOT NULL ORDER BY geo_fid"
+            )
+            fids = np.asarray(self.new_fids, dtype=np.int64)
+            order = np.argsort(fids)
+            self._index_new(fids[order].tolist(), new_bounds[order])
+        sets = ", ".join(f"{q(a)} = b.{q(a)}" for a in self.attrs)
+        self.con.execute(
+            f"UPDATE {t} SET geom = b.geo_geom, {sets}, sync_status = 'synced', sync_note = b.sync_reason "
+            f"FROM temp.batch_rows b WHERE b.state & {STAGED_IN_GEO} AND {t}.{k} = b.{k}"
         )
         self.con.execute(
-            f"INSERT INTO {GEO}.{q(self.layer)} (fid, geom, {carried}, sync_status, sync_note) "
-            f"SELECT geo_fid, geo_geom, {carried}, 'synced', sync_reason FROM temp.batch_new"
+            f"INSERT OR REPLACE INTO {r} (id, minx, maxx, miny, maxy) SELECT g.fid, b.minx, b.maxx, b.miny, "
+            f"b.maxy FROM temp.batch_boxes b JOIN {t} g ON g.{k} = b.{k}"
         )
-        self._index_new(fids, b)
 
     def _index_new(self, fids: list[int], bounds: np.ndarray) -> None:
         """R-tree entries of new features: packed at the end when the layer started empty, else inserted."""
@@ -327,31 +320,6 @@ class Publisher(Reconciliation):
         self.con.executemany(
             f"INSERT INTO {GEO}.{q(geopackage.rtree_name(self.layer))} VALUES (?, ?, ?, ?, ?)",
             zip(fids, minx, maxx, miny, maxy, strict=True),
-        )
-
-    def _update_working(self, rows: pd.DataFrame) -> None:
-        """Changed parcels the working DB has: their row rewritten in place."""
-        if rows.empty:
-            return
-        n = len(rows)
-        note, modified = storage_values(rows, ["sync_note", "source_modified"])
-        status = {
-            "sync_status": ["synced"] * n,
-            "sync_reason": note,
-            "sync_message": [(REPAIRED_MESSAGE if v else None) for v in note],
-            "attr_hash": rows["_attr"].tolist(),
-            "geom_hash": rows["_geom"].tolist(),
-            "source_modified": modified,
-            "last_changed": [self.now] * n,
-            "last_synced": [self.now] * n,
-            "last_run_id": [self.run_id] * n,
-            "in_geo": [1] * n,
-        }
-        names = [self.key, *self.attrs]
-        values = storage_values(rows, names) + list(status.values())
-        sets = ", ".join(f"{q(c)} = ?" for c in [*names[1:], *status])
-        self.con.executemany(
-            f"UPDATE {WORKING}.parcels SET {sets} WHERE {q(self.key)} = ?", zip(*values[1:], values[0], strict=True)
         )
 
     def _write_errors(self, errors: pd.DataFrame, prev: pd.DataFrame) -> None:

@@ -143,9 +143,10 @@ class Reconciliation:
             if row is None or (row[0] == "error" and row[2] == reason):
                 continue
             if row[0] != "error":  # it was loaded: it now counts as rejected, and leaves the aggregates
+                # Through the key's index: this run's rows in the run index can be a million (a mass update).
                 inserted = self.con.execute(
-                    f"SELECT 1 FROM {WORKING}.change_log WHERE run_id = ? AND {k} = ? AND action = 'insert'",
-                    (self.run_id, key),
+                    f"SELECT 1 FROM {WORKING}.change_log WHERE {k} = ? AND +run_id = ? AND action = 'insert'",
+                    (key, self.run_id),
                 ).fetchone()
                 loaded_as = "inserted" if inserted else "updated" if row[1] == self.run_id else "unchanged"
                 self.counts[loaded_as] -= 1
