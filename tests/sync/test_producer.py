@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from countydatasync.sync import producer, run_sync
 
+from .edits import apply_edit
 from .helpers import query
 from .test_incremental import assert_same, published
 
@@ -24,3 +26,29 @@ def test_child_process_and_thread_publish_the_same(sample_db: Path, make_setting
     errors = "SELECT pin, source_row, reason FROM errors ORDER BY source_row"
     assert query(threaded.output.working_path, errors).equals(query(forked.output.working_path, errors))
 
+
+
+def test_a_mass_update_read_by_the_child_process_publishes_the_same(
+    sample_db: Path, make_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A watermark run with many changed rows (a revaluation) is read and transformed in the child process."""
+    source = tmp_path / "county.sqlite"
+    shutil.copyfile(sample_db, source)
+    threaded = make_settings(source, output={"directory": tmp_path / "thread"})
+    forked = make_settings(source, output={"directory": tmp_path / "process"})
+    run_sync(threaded)
+    run_sync(forked)
+    for op, pick in [("attribute", 5), ("geometry", 17), ("break", 29), ("delete", 41), ("insert", 53)]:
+        apply_edit(source, op, pick)
+    by_thread = run_sync(threaded)
+    monkeypatch.setattr(producer, "PROCESS_THRESHOLD", 0)
+    children: list[object] = []
+    real = producer.in_process
+    monkeypatch.setattr(producer, "in_process", lambda *a: children.append(a[2]) or real(*a))
+    by_process = run_sync(forked)
+    assert children and children[0] is not None  # the child read only the changed rows
+    assert by_process.mode == by_thread.mode == "incremental"
+    counts = ("extracted", "inserted", "updated", "deleted", "rejected")
+    assert [getattr(by_process, c) for c in counts] == [getattr(by_thread, c) for c in counts]
+    assert by_process.updated == 2 and by_process.inserted == 1 and by_process.deleted == 1
+    assert_same(published(threaded), published(forked))

@@ -182,7 +182,11 @@ class _Run:
         since: object = since_ts.to_pydatetime()
         if style in ("T", " "):
             since = since_ts.strftime(f"%Y-%m-%d{style}%H:%M:%S")
-        self._stream(source.batches(modified_since=since), "extract changes", source.count_rows(since))  # type: ignore[arg-type]
+        changed = source.count_rows(since)  # type: ignore[arg-type]
+        if changed >= producer.PROCESS_THRESHOLD:  # a mass update (a revaluation): transform on a core of its own
+            self._stream(producer.in_process(self.settings, self.plan, since), "extract changes", changed, True)  # type: ignore[arg-type]
+        else:
+            self._stream(source.batches(modified_since=since), "extract changes", changed)  # type: ignore[arg-type]
         self.progress("reconcile keys", 0, None)
         self.publisher.load_source_keys(source.all_keys())
         recheck = self.publisher.keys_to_recheck()
