@@ -6,6 +6,7 @@ For each size it makes (or reuses) a sample county, then measures, each in its o
   ogr2ogr     SQLite MasterParcels -> GeoPackage with GDAL's command-line tool (the reference)
   full sync   all three staging databases from empty
   incremental after 1% of the parcels changed (attributes and geometry), 0.1% deleted, 0.1% inserted
+  revaluation an incremental run after half the parcels got a new land value (and timestamp)
 and prints seconds, parcels/s, peak memory of the whole process tree (PSS, sampled every 50 ms) and the ratios.
 Each is run three times unobserved (the median time is reported) and once more with its memory sampled
 (see measure.py).
@@ -65,6 +66,17 @@ def edit_source(path: Path, parcels: int) -> None:
     con.close()
 
 
+def revalue_source(path: Path) -> None:
+    """A revaluation: every second parcel gets a new land value and timestamp."""
+    con = sqlite3.connect(path)
+    with con:
+        con.execute(
+            "UPDATE MasterParcels SET LandValue = LandValue + 100, LastModified = '2027-02-01T00:00:00' "
+            "WHERE rowid % 2 = 0"
+        )
+    con.close()
+
+
 def bench(parcels: int, work: Path) -> dict[str, float]:
     cached = ROOT / "results" / f"county_{parcels}.sqlite"
     if not cached.exists():
@@ -91,6 +103,11 @@ def bench(parcels: int, work: Path) -> dict[str, float]:
         shutil.copytree(before, staging)
 
     inc_t, inc_rss, inc_out = measure(sync, reset=back_to_before_edit, repeat=REPEAT)
+    revalued = work / "revalued.sqlite"
+    shutil.copyfile(source, revalued)
+    revalue_source(revalued)
+    mass = [sys.executable, str(script), str(revalued), str(staging)]
+    mass_t, mass_rss, mass_out = measure(mass, reset=back_to_before_edit, repeat=REPEAT)
     return {
         "parcels": parcels,
         "ogr2ogr_s": ref_t,
@@ -101,6 +118,10 @@ def bench(parcels: int, work: Path) -> dict[str, float]:
         "incremental_pss_mib": inc_rss,
         "full_vs_ogr2ogr": full_t / ref_t,
         "incremental_vs_full": inc_t / full_t,
+        "revaluation_s": mass_t,
+        "revaluation_pss_mib": mass_rss,
+        "revaluation_vs_full": mass_t / full_t,
+        "revaluation_run": mass_out.strip(),
         "full_run": full_out.strip(),
         "incremental_run": inc_out.strip(),
     }
@@ -119,6 +140,7 @@ def main(sizes: list[int]) -> None:
             ("ogr2ogr", "ogr2ogr", "1.00"),
             ("full sync", "full", f"{r['full_vs_ogr2ogr']:.2f} vs ogr2ogr"),
             ("incremental", "incremental", f"{r['incremental_vs_full']:.2f} vs full"),
+            ("revaluation", "revaluation", f"{r['revaluation_vs_full']:.2f} vs full"),
         ]:
             seconds, memory = r[f"{key}_s"], r[f"{key}_pss_mib"]
             print(f"{n:>9,} {tool:<12} {seconds:>8.1f} {n / seconds:>10,.0f} {memory:>13.0f} {ratio:>8}")

@@ -225,6 +225,7 @@ class Publisher(Reconciliation):
         self.con.execute("DELETE FROM temp.batch_rows")
         self.con.execute("DELETE FROM temp.batch_boxes")
         self.new_features = np.zeros(int(write.sum()), dtype=bool)
+        self.staged = 0  # the STAGED_* bits any staged row has: statements with nothing to do are skipped
         if not write.any():
             return
         part, b = rows[write], bounds[write]
@@ -236,6 +237,7 @@ class Publisher(Reconciliation):
         self.new_features = ~featured
         self.new_fids = fids[~featured].tolist()
         state = existing * STAGED_EXISTING + featured * STAGED_IN_GEO + log[write] * STAGED_LOGGED
+        self.staged = int(np.bitwise_or.reduce(state))
         # in the order of self.row_columns: the batch's sync_note is the working DB's sync_reason
         values = storage_values(part, [self.key, *self.attrs, "sync_note"])
         values += [part["_attr"].tolist(), part["_geom"].tolist(), storage_values(part, ["source_modified"])[0]]
@@ -256,6 +258,8 @@ class Publisher(Reconciliation):
     def _log_changes(self) -> None:
         """An update entry for each staged parcel whose content changed, naming the fields that did; compared
         in SQL against the stored row, before the update."""
+        if not self.staged & STAGED_LOGGED:
+            return
         k = q(self.key)
         self.con.execute(
             f"INSERT INTO {WORKING}.change_log (run_id, {k}, action, changed_fields, at) "
@@ -279,6 +283,8 @@ class Publisher(Reconciliation):
             f"WHERE state & {STAGED_EXISTING} = 0",
             params,
         )
+        if not self.staged & STAGED_EXISTING:
+            return
         sets = ", ".join(f"{q(c)} = b.{q(c)}" for c in [*self.attrs, *ROW_STATUS])
         self.con.execute(
             f"UPDATE {WORKING}.parcels SET {sets}, sync_status = 'synced', sync_message = CASE WHEN "
@@ -301,6 +307,8 @@ class Publisher(Reconciliation):
             fids = np.asarray(self.new_fids, dtype=np.int64)
             order = np.argsort(fids)
             self._index_new(fids[order].tolist(), new_bounds[order])
+        if not self.staged & STAGED_IN_GEO:
+            return
         sets = ", ".join(f"{q(a)} = b.{q(a)}" for a in self.attrs)
         self.con.execute(
             f"UPDATE {t} SET geom = b.geo_geom, {sets}, sync_status = 'synced', sync_note = b.sync_reason "
