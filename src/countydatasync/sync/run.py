@@ -21,7 +21,7 @@ import pandas as pd
 from countydatasync.errors import CountyDataSyncError
 from countydatasync.extract import Source, open_source
 from countydatasync.load import geopackage, stats, working
-from countydatasync.load.transaction import GEO, STATS, WORKING, StagingTransaction
+from countydatasync.load.transaction import APPEND_CACHE_MIB, GEO, STATS, WORKING, StagingTransaction
 from countydatasync.ops.redact import redact, settings_secrets
 from countydatasync.settings import Settings
 from countydatasync.sync import producer
@@ -88,6 +88,8 @@ class _Run:
             self.publisher = Publisher(tx.con, self.settings, self.plan, result.run_id, self.now, force)
             self.publisher.track_keys = self.dry_run
             result.mode = "full" if force or self.publisher.initial else "incremental"
+            if self.publisher.initial:
+                tx.set_cache(APPEND_CACHE_MIB)
             watermark = None if force else self._watermark(tx.con)
             self._extract(source, watermark)
             self.publisher.finish()
