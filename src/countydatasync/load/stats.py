@@ -54,23 +54,23 @@ def record_run(con: sqlite3.Connection, schema: str, result: RunResult) -> None:
         list(record.values()),
     )
 
-def _group_query(working: str, key_name: str, dimension: str, measures: Sequence[str], keyed: bool) -> str:
+
+def _group_query(working: str, dimension: str, measures: Sequence[str]) -> str:
     sums = "".join(f", sum({q(m)}), count({q(m)})" for m in measures)
-    where = f" AND {q(key_name)} IN (SELECT value FROM json_each(?))" if keyed else ""
     return (
         f"SELECT coalesce(CAST({q(dimension)} AS TEXT), ''), count(*){sums} FROM {working}.parcels "
-        f"WHERE {COUNTED}{where} GROUP BY 1"
+        f"WHERE {COUNTED} GROUP BY 1"
     )
 
 
 def recompute(
-    con: sqlite3.Connection, stats: str, working: str, key_name: str, dimensions: Sequence[str], measures: Sequence[str]
+    con: sqlite3.Connection, stats: str, working: str, dimensions: Sequence[str], measures: Sequence[str]
 ) -> None:
     """Replace all aggregates with a GROUP BY over the working DB."""
     con.execute(f"DELETE FROM {stats}.aggregates")
     deltas: Deltas = {}
     for dim in dimensions:
-        for row in con.execute(_group_query(working, key_name, dim, measures, keyed=False)):
+        for row in con.execute(_group_query(working, dim, measures)):
             deltas[(dim, row[0])] = [float(v or 0) for v in row[1:]]
     apply_deltas(con, stats, deltas, measures)
 
@@ -83,34 +83,45 @@ def contributions(
     dimensions: Sequence[str],
     measures: Sequence[str],
 ) -> Deltas:
-    """What the given parcels currently add to each group."""
-    payload = json.dumps(list(keys))
-    out: Deltas = {}
-    for dim in dimensions:
-        for row in con.execute(_group_query(working, key_name, dim, measures, keyed=True), (payload,)):
-            out[(dim, row[0])] = [float(v or 0) for v in row[1:]]
-    return out
+    """What the given parcels currently add to each group: their rows read once, grouped in memory (a query
+    per dimension read them once per dimension)."""
+    labels = [f"coalesce(CAST({q(d)} AS TEXT), '')" for d in dimensions]
+    rows = con.execute(
+        f"SELECT {', '.join([*labels, *(q(m) for m in measures)])} FROM {working}.parcels "
+        f"WHERE {COUNTED} AND {q(key_name)} IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(keys)),),
+    ).fetchall()
+    if not rows:
+        return {}
+    columns = list(zip(*rows, strict=True))
+    groups = [np.array(c, dtype=object) for c in columns[: len(dimensions)]]
+    values = np.array(columns[len(dimensions) :], dtype="float64").T.reshape(len(rows), len(measures))
+    return _grouped(dict(zip(dimensions, groups, strict=True)), values)
 
 
 def frame_contributions(frame: pd.DataFrame, dimensions: Sequence[str], measures: Sequence[str]) -> Deltas:
     """What rows about to be published add to each group: the same figures as `contributions`, computed
     from the batch in memory instead of read back from the database."""
-    out: Deltas = {}
     if frame.empty:
-        return out
-    values = frame[list(measures)].astype("float64").to_numpy()
+        return {}
+    groups = {dim: frame[dim].astype("string").fillna("").to_numpy(dtype=object) for dim in dimensions}
+    return _grouped(groups, frame[list(measures)].astype("float64").to_numpy())
+
+
+def _grouped(groups: dict[str, np.ndarray], values: np.ndarray) -> Deltas:
+    """Per dimension and group: parcel count, then (sum, count of non-null) per measure (a column of `values`)."""
+    out: Deltas = {}
     present = ~np.isnan(values)
     filled = np.where(present, values, 0.0)
-    for dim in dimensions:
-        codes, groups = pd.factorize(frame[dim].astype("string").fillna("").to_numpy(dtype=object))
-        n = len(groups)
-        # per group: parcel count, then (sum, count of non-null) per measure
-        table = np.empty((n, 1 + 2 * len(measures)))
+    for dim, labels in groups.items():
+        codes, names = pd.factorize(labels)
+        n = len(names)
+        table = np.empty((n, 1 + 2 * values.shape[1]))
         table[:, 0] = np.bincount(codes, minlength=n)
-        for i in range(len(measures)):
+        for i in range(values.shape[1]):
             table[:, 1 + 2 * i] = np.bincount(codes, weights=filled[:, i], minlength=n)
             table[:, 2 + 2 * i] = np.bincount(codes, weights=present[:, i], minlength=n)
-        out.update(zip(((dim, g) for g in groups.tolist()), table.tolist(), strict=True))
+        out.update(zip(((dim, g) for g in names.tolist()), table.tolist(), strict=True))
     return out
 
 

@@ -366,7 +366,7 @@ class Publisher(Reconciliation):
         self._demote_late_duplicates()
         if self.recompute:
             stats.create_tables(self.con, STATS, self.measures)
-            stats.recompute(self.con, STATS, WORKING, self.key, self.dimensions, self.measures)
+            stats.recompute(self.con, STATS, WORKING, self.dimensions, self.measures)
         else:
             stats.apply_deltas(self.con, STATS, self.deltas, self.measures)
         rtree_name = geopackage.rtree_name(self.layer)
