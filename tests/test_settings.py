@@ -42,6 +42,11 @@ def test_bad_settings_fail_with_a_clear_message(tmp_path: Path) -> None:
     bad.write_text('[stats]\nmeasures = ["owner_name"]\n')
     with pytest.raises(ConfigError, match="owner_name"):
         load_settings(bad, env_file=None)
+    # an output name the staging databases use themselves
+    clash = tmp_path / "clash.toml"
+    clash.write_text('[[columns]]\nsource = "State"\nname = "staging_state"\ntype = "text"\n')
+    with pytest.raises(ConfigError, match="reserved: staging_state"):
+        load_settings(clash, env_file=None)
 
 
 def test_the_init_template_is_valid_and_complete(tmp_path: Path) -> None:

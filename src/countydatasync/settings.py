@@ -323,7 +323,7 @@ class Settings(BaseSettings):
         names = [c.name for c in self.columns]
         reserved = {self.source.key_name, "fid", "geom", "sync_note", "gis_acres", "sync_status", "sync_reason",
                     "sync_message", "attr_hash", "geom_hash", "first_seen", "source_modified", "last_changed",
-                    "last_synced", "last_run_id", "in_geo"}
+                    "last_synced", "last_run_id", "in_geo", "staging_state", "staging_fid", "staging_geom"}
         clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & reserved))
         if clash:
             raise ValueError(f"output column names used twice or reserved: {', '.join(clash)}")

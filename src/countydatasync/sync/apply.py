@@ -90,9 +90,10 @@ class Publisher(Reconciliation):
         top = con.execute(f"SELECT max(fid) FROM {GEO}.{q(self.layer)}").fetchone()[0]
         self.next_fid = max(seq[0] if seq else 0, top or 0) + 1
         con.execute(f"CREATE TEMP TABLE IF NOT EXISTS seen ({q(self.key)} TEXT PRIMARY KEY)")
-        # Every parcel a batch writes, bound once; SQLite copies the values on from here. `state` holds the
-        # STAGED_* bits; geo_fid is set for parcels the layer gets a new feature for.
-        self.row_columns = [self.key, *self.attrs, *ROW_STATUS, "state", "geo_fid", "geo_geom"]
+        # Every parcel a batch writes, bound once; SQLite copies the values on from here. staging_state holds
+        # the STAGED_* bits; staging_fid is set for parcels the layer gets a new feature for. (These names are
+        # reserved in the settings, so no carried column can clash.)
+        self.row_columns = [self.key, *self.attrs, *ROW_STATUS, "staging_state", "staging_fid", "staging_geom"]
         con.execute(f"CREATE TEMP TABLE IF NOT EXISTS batch_rows ({', '.join(q(c) for c in self.row_columns)})")
         # New boxes of existing features whose geometry moved: few, so they travel apart.
         con.execute(
@@ -264,8 +265,8 @@ class Publisher(Reconciliation):
         self.con.execute(
             f"INSERT INTO {WORKING}.change_log (run_id, {k}, action, changed_fields, at) "
             f"SELECT ?, {k}, 'update', fields, ? FROM (SELECT b.rowid AS n, b.{k}, {self.changed_fields} AS fields "
-            f"FROM temp.batch_rows b JOIN {WORKING}.parcels p ON p.{k} = b.{k} WHERE b.state & {STAGED_LOGGED}) "
-            "WHERE fields != '[]' ORDER BY n",
+            f"FROM temp.batch_rows b JOIN {WORKING}.parcels p ON p.{k} = b.{k} "
+            f"WHERE b.staging_state & {STAGED_LOGGED}) WHERE fields != '[]' ORDER BY n",
             (self.run_id, self.now),
         )
 
@@ -280,7 +281,7 @@ class Publisher(Reconciliation):
             f"INSERT INTO {WORKING}.parcels ({carried}, {status}, sync_status, sync_message, first_seen, "
             f"last_changed, last_synced, last_run_id, in_geo) SELECT {carried}, {status}, 'synced', CASE WHEN "
             "sync_reason IS NOT NULL THEN ?1 END, ?2, ?2, ?2, ?3, 1 FROM temp.batch_rows "
-            f"WHERE state & {STAGED_EXISTING} = 0",
+            f"WHERE staging_state & {STAGED_EXISTING} = 0",
             params,
         )
         if not self.staged & STAGED_EXISTING:
@@ -289,7 +290,8 @@ class Publisher(Reconciliation):
         self.con.execute(
             f"UPDATE {WORKING}.parcels SET {sets}, sync_status = 'synced', sync_message = CASE WHEN "
             "b.sync_reason IS NOT NULL THEN ?1 END, last_changed = ?2, last_synced = ?2, last_run_id = ?3, "
-            f"in_geo = 1 FROM temp.batch_rows b WHERE b.state & {STAGED_EXISTING} AND {WORKING}.parcels.{k} = b.{k}",
+            f"in_geo = 1 FROM temp.batch_rows b "
+            f"WHERE b.staging_state & {STAGED_EXISTING} AND {WORKING}.parcels.{k} = b.{k}",
             params,
         )
 
@@ -301,8 +303,9 @@ class Publisher(Reconciliation):
         carried = ", ".join(q(a) for a in [self.key, *self.attrs])
         if len(new_bounds):
             self.con.execute(
-                f"INSERT INTO {t} (fid, geom, {carried}, sync_status, sync_note) SELECT geo_fid, geo_geom, "
-                f"{carried}, 'synced', sync_reason FROM temp.batch_rows WHERE geo_fid IS NOT NULL ORDER BY geo_fid"
+                f"INSERT INTO {t} (fid, geom, {carried}, sync_status, sync_note) SELECT staging_fid, staging_geom, "
+                f"{carried}, 'synced', sync_reason FROM temp.batch_rows WHERE staging_fid IS NOT NULL "
+                "ORDER BY staging_fid"
             )
             fids = np.asarray(self.new_fids, dtype=np.int64)
             order = np.argsort(fids)
@@ -311,8 +314,8 @@ class Publisher(Reconciliation):
             return
         sets = ", ".join(f"{q(a)} = b.{q(a)}" for a in self.attrs)
         self.con.execute(
-            f"UPDATE {t} SET geom = b.geo_geom, {sets}, sync_status = 'synced', sync_note = b.sync_reason "
-            f"FROM temp.batch_rows b WHERE b.state & {STAGED_IN_GEO} AND {t}.{k} = b.{k}"
+            f"UPDATE {t} SET geom = b.staging_geom, {sets}, sync_status = 'synced', sync_note = b.sync_reason "
+            f"FROM temp.batch_rows b WHERE b.staging_state & {STAGED_IN_GEO} AND {t}.{k} = b.{k}"
         )
         self.con.execute(
             f"INSERT OR REPLACE INTO {r} (id, minx, maxx, miny, maxy) SELECT g.fid, b.minx, b.maxx, b.miny, "
