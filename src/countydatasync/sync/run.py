@@ -186,7 +186,8 @@ class _Run:
             since = since_ts.strftime(f"%Y-%m-%d{style}%H:%M:%S")
         changed = source.count_rows(since)  # type: ignore[arg-type]
         if changed >= producer.PROCESS_THRESHOLD:  # a mass update (a revaluation): transform on a core of its own
-            self._stream(producer.in_process(self.settings, self.plan, since), "extract changes", changed, True)  # type: ignore[arg-type]
+            child = producer.in_process(self.settings, self.plan, since)  # type: ignore[arg-type]
+            self._stream(child, "extract changes", changed, transformed=True)
         else:
             self._stream(source.batches(modified_since=since), "extract changes", changed)  # type: ignore[arg-type]
         self.progress("reconcile keys", 0, None)
