@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -43,6 +44,15 @@ ROW_STATUS = ["sync_reason", "attr_hash", "geom_hash", "source_modified"]
 REPAIRED_MESSAGE = "geometry was invalid and has been repaired"
 # Bits of a staged row's state: the working DB has the parcel; the layer has it; its content changed (logged).
 STAGED_EXISTING, STAGED_IN_GEO, STAGED_LOGGED = 1, 2, 4
+
+
+class Staged(NamedTuple):
+    """What a batch staged: the STAGED_* bits any row has (statements with nothing to do are skipped), and
+    the fids and boxes of the features the layer gets, in fid order."""
+
+    bits: int
+    new_fids: list[int]
+    new_bounds: np.ndarray
 
 
 def _known(keys: pd.Series, stored: pd.Index) -> np.ndarray:
@@ -170,8 +180,8 @@ class Publisher(Reconciliation):
             else stats.contributions(self.con, WORKING, self.key, replaced, self.dimensions, self.measures)
         )
         moved = old["geom_hash"].to_numpy() != geom_hash  # also true where there was no geometry before
-        self._stage(rows, wkb, bounds, write, exists, in_geo, had_content & ~same, moved)
-        self._log_changes()
+        staged = self._stage(rows, wkb, bounds, write, exists, in_geo, had_content & ~same, moved)
+        self._log_changes(staged)
         if not self.initial:  # a first load logs no per-parcel inserts: the run history has the count
             self.con.executemany(
                 f"INSERT INTO {WORKING}.change_log (run_id, {q(self.key)}, action, changed_fields, at) "
@@ -180,8 +190,8 @@ class Publisher(Reconciliation):
             )
         if self.track_keys:
             self.changed_keys.extend(parcels[self.key][write].tolist())
-        self._write_working()
-        self._write_geo(bounds[write][self.new_features])
+        self._write_working(staged)
+        self._write_geo(staged)
         self._write_errors(error_keys, prev)
         self._record_issues(issues)
         if not self.recompute:
@@ -220,25 +230,21 @@ class Publisher(Reconciliation):
         in_geo: np.ndarray,
         log: np.ndarray,
         moved: np.ndarray,
-    ) -> None:
+    ) -> Staged:
         """Bind the batch's parcels to be written into temp.batch_rows: each value once, from Python, which is
         the slow part of a load. Parcels without a feature in the layer get their fid here: new ones first."""
         self.con.execute("DELETE FROM temp.batch_rows")
         self.con.execute("DELETE FROM temp.batch_boxes")
-        self.new_features = np.zeros(int(write.sum()), dtype=bool)
-        self.staged = 0  # the STAGED_* bits any staged row has: statements with nothing to do are skipped
         if not write.any():
-            return
+            return Staged(0, [], np.empty((0, 4)))
         part, b = rows[write], bounds[write]
         existing, featured = exists[write], in_geo[write]
         fids = np.full(len(part), None, dtype=object)
         order = np.concatenate([np.flatnonzero(~existing), np.flatnonzero(existing & ~featured)])
-        fids[order] = range(self.next_fid, self.next_fid + len(order))
+        new_fids = list(range(self.next_fid, self.next_fid + len(order)))
+        fids[order] = new_fids
         self.next_fid += len(order)
-        self.new_features = ~featured
-        self.new_fids = fids[~featured].tolist()
         state = existing * STAGED_EXISTING + featured * STAGED_IN_GEO + log[write] * STAGED_LOGGED
-        self.staged = int(np.bitwise_or.reduce(state))
         # in the order of self.row_columns: the batch's sync_note is the working DB's sync_reason
         values = storage_values(part, [self.key, *self.attrs, "sync_note"])
         values += [part["_attr"].tolist(), part["_geom"].tolist(), storage_values(part, ["source_modified"])[0]]
@@ -255,11 +261,12 @@ class Publisher(Reconciliation):
                 "INSERT INTO temp.batch_boxes VALUES (?, ?, ?, ?, ?)",
                 zip(part[self.key][boxed].tolist(), minx, maxx, miny, maxy, strict=True),
             )
+        return Staged(int(np.bitwise_or.reduce(state)), new_fids, b[order])
 
-    def _log_changes(self) -> None:
+    def _log_changes(self, staged: Staged) -> None:
         """An update entry for each staged parcel whose content changed, naming the fields that did; compared
         in SQL against the stored row, before the update."""
-        if not self.staged & STAGED_LOGGED:
+        if not staged.bits & STAGED_LOGGED:
             return
         k = q(self.key)
         self.con.execute(
@@ -270,7 +277,7 @@ class Publisher(Reconciliation):
             (self.run_id, self.now),
         )
 
-    def _write_working(self) -> None:
+    def _write_working(self, staged: Staged) -> None:
         """Staged parcels into the working DB: new ones inserted, the others rewritten in place (without the
         key: setting it, even to itself, would rewrite its index entry too)."""
         k = q(self.key)
@@ -284,7 +291,7 @@ class Publisher(Reconciliation):
             f"WHERE staging_state & {STAGED_EXISTING} = 0",
             params,
         )
-        if not self.staged & STAGED_EXISTING:
+        if not staged.bits & STAGED_EXISTING:
             return
         sets = ", ".join(f"{q(c)} = b.{q(c)}" for c in [*self.attrs, *ROW_STATUS])
         self.con.execute(
@@ -295,22 +302,20 @@ class Publisher(Reconciliation):
             params,
         )
 
-    def _write_geo(self, new_bounds: np.ndarray) -> None:
+    def _write_geo(self, staged: Staged) -> None:
         """Staged parcels into the layer: a feature for those without one, the others rewritten in place (their
-        R-tree entry only where the geometry moved). `new_bounds`: the new features' boxes, in staging order."""
+        R-tree entry only where the geometry moved)."""
         t, r = f"{GEO}.{q(self.layer)}", f"{GEO}.{q(geopackage.rtree_name(self.layer))}"
         k = q(self.key)
         carried = ", ".join(q(a) for a in [self.key, *self.attrs])
-        if len(new_bounds):
+        if staged.new_fids:
             self.con.execute(
                 f"INSERT INTO {t} (fid, geom, {carried}, sync_status, sync_note) SELECT staging_fid, staging_geom, "
                 f"{carried}, 'synced', sync_reason FROM temp.batch_rows WHERE staging_fid IS NOT NULL "
                 "ORDER BY staging_fid"
             )
-            fids = np.asarray(self.new_fids, dtype=np.int64)
-            order = np.argsort(fids)
-            self._index_new(fids[order].tolist(), new_bounds[order])
-        if not self.staged & STAGED_IN_GEO:
+            self._index_new(staged.new_fids, staged.new_bounds)
+        if not staged.bits & STAGED_IN_GEO:
             return
         sets = ", ".join(f"{q(a)} = b.{q(a)}" for a in self.attrs)
         self.con.execute(
