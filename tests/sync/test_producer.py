@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,20 @@ def test_a_mass_update_read_by_the_child_process_publishes_the_same(
     assert [getattr(by_process, c) for c in counts] == [getattr(by_thread, c) for c in counts]
     assert by_process.updated == 2 and by_process.inserted == 1 and by_process.deleted == 1
     assert_same(published(threaded), published(forked))
+
+
+def test_a_failed_run_stops_its_producer_thread_before_the_source_is_closed(
+    sample_db: Path, make_settings, tmp_path: Path
+) -> None:
+    """The failed run's traceback keeps the batch generator alive; its thread must not go on reading from
+    a source that the run has closed (that crashed the interpreter now and then)."""
+    settings = make_settings(sample_db, output={"directory": tmp_path / "out"})
+
+    def crash(stage: str, done: int, total: int | None) -> None:
+        if done:
+            raise RuntimeError("simulated crash after the first batch")
+
+    with pytest.raises(RuntimeError, match="simulated crash") as failure:
+        run_sync(settings, progress=crash)
+    assert failure.value.__traceback__ is not None  # the generator's frame is still referenced
+    assert not [t for t in threading.enumerate() if t.name == "extract-transform" and t.is_alive()]

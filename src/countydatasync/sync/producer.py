@@ -48,7 +48,7 @@ def in_thread(batches: Iterator[pd.DataFrame], plan: TransformPlan) -> Iterator[
         yield from _consume(lambda: out.get(), lambda: True)
     finally:
         stop.set()
-        worker.join(timeout=5)
+        worker.join()  # it stops at its next hand-over; the source must not be closed while it reads
 
 
 def in_process(

@@ -14,6 +14,7 @@ import json
 import logging
 import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -209,11 +210,14 @@ class _Run:
         done = 0
         self.progress(stage, 0, total)
         ready = batches if transformed else producer.in_thread(batches, self.plan)  # type: ignore[arg-type]
-        for batch in ready:
-            self._note_style(batch)
-            self.publisher.apply(batch)
-            done += batch.extracted
-            self.progress(stage, done, total)
+        # Closed here, not when garbage collection gets to it: a failed run's traceback keeps the generator
+        # alive, and its producer thread must stop reading before the caller closes the source under it.
+        with closing(ready):  # type: ignore[type-var]
+            for batch in ready:
+                self._note_style(batch)
+                self.publisher.apply(batch)
+                done += batch.extracted
+                self.progress(stage, done, total)
 
     def _note_style(self, batch: TransformedBatch) -> None:
         if batch.max_modified is not None and not pd.isna(batch.max_modified):
