@@ -222,7 +222,7 @@ class _Run:
     def _note_style(self, batch: TransformedBatch) -> None:
         if batch.max_modified is not None and not pd.isna(batch.max_modified):
             current = getattr(self, "max_modified", None)
-            self.max_modified = batch.max_modified if current is None else max(current, batch.max_modified)
+            self.max_modified = batch.max_modified if current is None else _later(current, batch.max_modified)
             self.style = batch.modified_style
 
     def _save_state(self, con: sqlite3.Connection) -> None:
@@ -230,7 +230,7 @@ class _Run:
         stamp = getattr(self, "max_modified", None)
         if self.settings.source.modified_column and stamp is not None:
             previous = working.get_state(con, WORKING, "watermark")
-            if previous is None or pd.Timestamp(previous) < stamp:
+            if previous is None or _later(pd.Timestamp(previous), stamp) is stamp:
                 working.set_state(con, WORKING, "watermark", stamp.isoformat())
                 working.set_state(con, WORKING, "watermark_style", self.style)
 
@@ -243,6 +243,14 @@ class _Run:
         if exc is not None:
             text = str(exc) if isinstance(exc, CountyDataSyncError) else f"{type(exc).__name__}: {exc}"
             result.error = redact(text, settings_secrets(self.settings))
+
+
+def _later(a: pd.Timestamp, b: pd.Timestamp) -> pd.Timestamp:
+    """The later of two watermarks; `b` when one carries a time zone and the other does not (the column's
+    type changed, e.g. to timestamptz), as such times do not compare."""
+    if (a.tzinfo is None) != (b.tzinfo is None):
+        return b
+    return b if b > a else a
 
 
 FAILED_RUNS = "failed_runs.jsonl"

@@ -94,6 +94,23 @@ def normalize_keys(values: pd.Series) -> pd.Series:
     return text.mask(text.eq("")).reset_index(drop=True)
 
 
+# A timestamp written as text, up to its time of day, then a UTC offset or Z.
+WALL_CLOCK_THEN_ZONE = r"^(.*[T ]\d\d:\d\d(?::\d\d(?:\.\d*)?)?)\s*(?:Z|[+-]\d\d(?::?\d\d)?)$"
+
+
+def modified_stamps(values: pd.Series, style: str) -> pd.Series:
+    """The modified column as timestamps for the watermark. Text is read as the wall-clock time it spells,
+    with any UTC offset dropped: the source compares the watermark with the text as written, and a column
+    that mixes offsets (-08:00 in winter, -07:00 in summer) would otherwise fail to parse."""
+    if style == "datetime":
+        try:
+            return pd.to_datetime(values, errors="coerce", format="ISO8601")
+        except ValueError:  # datetimes with differing UTC offsets: compared as instants
+            return pd.to_datetime(values, errors="coerce", format="ISO8601", utc=True)
+    text = values.astype("string").str.strip().str.replace(WALL_CLOCK_THEN_ZONE, r"\1", regex=True)
+    return pd.to_datetime(text, errors="coerce", format="ISO8601")
+
+
 def _hash(frame: pd.DataFrame | pd.Series, categorize: bool = True) -> np.ndarray:
     """64-bit content hashes per row. `categorize` only changes the speed, never the result: it pays for
     columns with repeated values, not for geometries, which are all different."""
@@ -173,7 +190,7 @@ def transform_batch(raw: pd.DataFrame, plan: TransformPlan, first_row: int = 0) 
         sample = raw[RAW_MODIFIED].dropna()
         if len(sample) and isinstance(sample.iloc[0], str):
             style = "T" if "T" in sample.iloc[0] else " "
-        stamps = pd.to_datetime(raw[RAW_MODIFIED], errors="coerce", format="ISO8601")
+        stamps = modified_stamps(raw[RAW_MODIFIED], style)
         parcels["source_modified"] = raw[RAW_MODIFIED][good].astype("string").to_numpy(dtype=object, na_value=None)
         max_modified = stamps.max() if stamps.notna().any() else None
     else:
