@@ -42,11 +42,16 @@ def published(settings: Settings) -> dict[str, object]:
     assert counts["r"][0] == counts["n"][0]
     return {
         "boxes": boxes,
-        "synced": synced.drop(columns="sync_status").to_dict("records"),
-        "errors": errors[["pin", "sync_reason"]].to_dict("records"),
-        "geo": geo.to_dict("records"),
+        "synced": _records(synced.drop(columns="sync_status")),
+        "errors": _records(errors[["pin", "sync_reason"]]),
+        "geo": _records(geo),
         "aggregates": aggregates,
     }
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, object]]:
+    """Rows with None for every missing value: a null REAL reads back as a NaN, which equals no other NaN."""
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
 
 
 def assert_same(a: dict[str, object], b: dict[str, object]) -> None:
@@ -141,6 +146,56 @@ def test_change_log_names_exactly_the_fields_that_changed(tmp_path_factory) -> N
         pins[0]: ["owner_name", "last_sale_date", "last_modified"],
         pins[1]: ["land_value", "tax_year", "last_modified"],
     }
+
+
+def test_a_null_land_value_publishes_as_a_full_rebuild_does(tmp_path_factory) -> None:
+    source = fresh_source(tmp_path_factory, "nullvalue")
+    common = {"url": f"sqlite:///{source}", "modified_column": ""}
+    incremental = Settings(source=common, output={"directory": source.parent / "incremental"})
+    run_sync(incremental)
+    con = sqlite3.connect(source)
+    with con:
+        pin = two_single_row_pins(con)[0]
+        con.execute("UPDATE MasterParcels SET LandValue = NULL WHERE PIN = ?", (pin,))
+    con.close()
+    assert run_sync(incremental).updated == 1
+    rebuilt = Settings(source=common, output={"directory": source.parent / "rebuilt"})
+    run_sync(rebuilt)
+    state = published(incremental)
+    assert [r["land_value"] for r in state["geo"] if r["pin"] == pin] == [None]  # type: ignore[attr-defined]
+    assert_same(state, published(rebuilt))
+
+
+def test_a_first_load_takes_a_demoted_copy_off_inserted_and_repaired(tmp_path_factory) -> None:
+    """' P' sorts far from 'P', so the copy loaded from an earlier batch is demoted at the end of the run. A
+    first load logs no inserts, yet that copy was inserted (not updated); a repaired one is no longer repaired."""
+    source = fresh_source(tmp_path_factory, "firstdup")
+    common = {"url": f"sqlite:///{source}", "batch_size": 64}
+    probe = Settings(source=common, output={"directory": source.parent / "probe"})
+    assert run_sync(probe).repaired == 1
+    repaired = query(
+        probe.output.working_path, "SELECT pin FROM parcels WHERE sync_reason = 'invalid_geometry_repaired'"
+    )
+    con = sqlite3.connect(source)
+    with con:
+        pins = [two_single_row_pins(con, order="PIN DESC")[0], repaired["pin"][0]]
+        for pin in pins:
+            con.execute("INSERT INTO MasterParcels SELECT * FROM MasterParcels WHERE PIN = ?", (pin,))
+            con.execute("UPDATE MasterParcels SET PIN = ' ' || PIN WHERE rowid = last_insert_rowid()")
+    con.close()
+    settings = Settings(source=common, output={"directory": source.parent / "first"})
+    result = run_sync(settings)
+    counts = ["extracted", "inserted", "updated", "unchanged", "rejected", "repaired"]
+    assert [getattr(result, c) for c in counts] == [402, 389, 0, 0, 13, 0]
+    assert query(settings.output.stats_path, f"SELECT {', '.join(counts)} FROM runs").values.tolist() == [
+        [402, 389, 0, 0, 13, 0]
+    ]
+    status = query(settings.output.working_path, "SELECT sync_status, count(*) AS n FROM parcels GROUP BY 1")
+    assert dict(zip(status["sync_status"], status["n"], strict=True)) == {"synced": 389, "error": 9}
+    demoted = query(
+        settings.output.working_path, f"SELECT sync_reason FROM parcels WHERE pin IN ('{pins[0]}', '{pins[1]}')"
+    )
+    assert demoted["sync_reason"].tolist() == ["duplicate_key", "duplicate_key"]
 
 
 def test_keys_that_differ_only_in_spacing_are_rejected_together(tmp_path_factory) -> None:

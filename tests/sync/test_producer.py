@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -15,8 +17,9 @@ from .helpers import query
 from .test_incremental import assert_same, published
 
 
-def test_child_process_and_thread_publish_the_same(sample_db: Path, make_settings, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_child_process_and_thread_publish_the_same(
+    sample_db: Path, make_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     threaded = make_settings(sample_db, output={"directory": tmp_path / "thread"})
     run_sync(threaded)
     monkeypatch.setattr(producer, "PROCESS_THRESHOLD", 0)
@@ -26,7 +29,6 @@ def test_child_process_and_thread_publish_the_same(sample_db: Path, make_setting
     assert_same(published(threaded), published(forked))
     errors = "SELECT pin, source_row, reason FROM errors ORDER BY source_row"
     assert query(threaded.output.working_path, errors).equals(query(forked.output.working_path, errors))
-
 
 
 def test_a_mass_update_read_by_the_child_process_publishes_the_same(
@@ -70,3 +72,38 @@ def test_a_failed_run_stops_its_producer_thread_before_the_source_is_closed(
         run_sync(settings, progress=crash)
     assert failure.value.__traceback__ is not None  # the generator's frame is still referenced
     assert not [t for t in threading.enumerate() if t.name == "extract-transform" and t.is_alive()]
+
+
+def test_a_run_failing_while_the_producer_hands_over_its_end_does_not_hang(
+    source_copy: Path, make_settings, tmp_path: Path
+) -> None:
+    """Two batches: while the writer applies the first, the producer queues the second and waits to hand
+    over its end-of-batches mark. A writer failing then must not leave the run waiting for that thread
+    forever (holding the run lock and the write transaction)."""
+    con = sqlite3.connect(source_copy)
+    with con:
+        con.execute("DELETE FROM MasterParcels WHERE PIN IS NULL")  # their batch would come third
+    rows = con.execute("SELECT count(*) FROM MasterParcels").fetchone()[0]
+    con.close()
+    settings = make_settings(source_copy, source={"batch_size": 2_000}, output={"directory": tmp_path / "out"})
+
+    def crash(stage: str, done: int, total: int | None) -> None:
+        if done:
+            time.sleep(1.0)  # time for the producer to queue the last batch and block on the end mark
+            raise RuntimeError("simulated failure after the first batch")
+
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_sync(settings, progress=crash)
+        except BaseException as exc:
+            failures.append(exc)
+
+    runner = threading.Thread(target=run, daemon=True)  # a daemon: a hang fails the test, not the session
+    runner.start()
+    runner.join(timeout=30)
+    assert not runner.is_alive(), "the failed run hangs waiting for its producer thread"
+    assert [str(e) for e in failures] == ["simulated failure after the first batch"]
+    assert not [t for t in threading.enumerate() if t.name == "extract-transform" and t.is_alive()]
+    assert run_sync(settings).extracted == rows == 2_999  # the run lock was released

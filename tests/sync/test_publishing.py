@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from countydatasync.sync import run_sync
 from countydatasync.sync.lock import run_lock
 from countydatasync.sync.status import mark_pending
 
+from .edits import apply_edit
 from .helpers import file_digests, integrity_ok, query
 
 RUN_SCRIPT = """
@@ -162,6 +165,67 @@ def test_dry_run_writes_nothing(source_copy: Path, make_settings) -> None:
     fresh = make_settings(source_copy, output={"directory": settings.output.directory.parent / "never"})
     run_sync(fresh, dry_run=True)
     assert not any(p.exists() and p.stat().st_size for p in (fresh.output.geo_path, fresh.output.working_path))
+
+
+def test_dry_runs_and_status_leave_wal_files_as_they_are(source_copy: Path, make_settings) -> None:
+    """Another tool may switch a staging DB to WAL; only a run that commits switches it back."""
+    settings = make_settings(source_copy)
+    run_sync(settings)
+    paths = (settings.output.working_path, settings.output.geo_path, settings.output.stats_path)
+    for path in paths:
+        con = sqlite3.connect(path)
+        con.execute("PRAGMA journal_mode = WAL")
+        con.close()
+    _owners_edited(source_copy, 9, "WAL TEST")
+    before = file_digests(settings)
+    assert run_sync(settings, dry_run=True).updated == 331
+    assert file_digests(settings) == before
+    assert mark_pending(settings).updated == 331
+    after = file_digests(settings)
+    assert [after[p.name] == before[p.name] for p in paths] == [False, True, True]  # only the pending marks
+    assert [_journal_mode(p) for p in paths] == ["wal", "wal", "wal"]
+    assert run_sync(settings).updated == 331
+    assert [_journal_mode(p) for p in paths] == ["delete", "delete", "delete"]
+
+
+def _journal_mode(path: Path) -> str:
+    con = sqlite3.connect(path)
+    try:
+        return con.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        con.close()
+
+
+SEEN = "SELECT first_seen, last_synced, sync_status FROM parcels WHERE pin = ?"
+
+
+def test_a_parcel_first_found_by_status_keeps_when_it_was_first_seen(source_copy: Path, make_settings) -> None:
+    settings = make_settings(source_copy)
+    run_sync(settings)
+    apply_edit(source_copy, "insert", 3)
+    start = datetime.now(UTC).replace(microsecond=0)
+    mark_pending(settings)
+    found = query(settings.output.working_path, SEEN, ("90000000003",)).to_dict("records")
+    assert found[0]["sync_status"] == "pending" and found[0]["last_synced"] is None
+    assert start <= datetime.fromisoformat(found[0]["first_seen"]) <= datetime.now(UTC)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", found[0]["first_seen"])  # as a sync writes it
+    run_sync(settings)
+    synced = query(settings.output.working_path, SEEN, ("90000000003",)).to_dict("records")
+    assert synced == [{**found[0], "sync_status": "synced", "last_synced": synced[0]["last_synced"]}]
+    assert synced[0]["last_synced"] > found[0]["first_seen"]
+    # A placeholder written before `status` set first_seen gets the sync's time.
+    apply_edit(source_copy, "insert", 4)
+    mark_pending(settings)
+    con = sqlite3.connect(settings.output.working_path)
+    with con:
+        con.execute("UPDATE parcels SET first_seen = NULL WHERE pin = '90000000004'")
+    con.close()
+    run_sync(settings)
+    older = query(settings.output.working_path, SEEN, ("90000000004",)).to_dict("records")
+    assert older == [
+        {"first_seen": older[0]["last_synced"], "last_synced": older[0]["last_synced"], "sync_status": "synced"}
+    ]
+    assert older[0]["first_seen"] is not None
 
 
 def test_tables_added_by_other_applications_survive(source_copy: Path, make_settings) -> None:

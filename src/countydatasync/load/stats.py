@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from countydatasync.load.geopackage import q
-from countydatasync.load.working import COUNTED
+from countydatasync.load.working import COUNTED, get_state
 from countydatasync.sync.result import RunResult
 
 Deltas = dict[tuple[str, str], list[float]]
@@ -42,8 +42,21 @@ def drop_aggregates(con: sqlite3.Connection, schema: str) -> None:
     con.execute(f"DROP TABLE IF EXISTS {schema}.aggregates")
 
 
-def next_run_id(con: sqlite3.Connection, schema: str) -> int:
-    return int(con.execute(f"SELECT coalesce(max(run_id), 0) + 1 FROM {schema}.runs").fetchone()[0])
+def next_run_id(con: sqlite3.Connection, stats: str, working: str) -> int:
+    """One past the last run in the history or in the working DB, whichever is later: a lost stats DB must
+    not restart the ids that the change log and the errors table already use."""
+    last = int(con.execute(f"SELECT coalesce(max(run_id), 0) FROM {stats}.runs").fetchone()[0])
+    return max(last, int(get_state(con, working, "last_run_id") or 0)) + 1
+
+
+def aggregates_lost(con: sqlite3.Connection, stats: str, working: str) -> bool:
+    """True when parcels count but no aggregate does (the stats DB was deleted or replaced): adding a run's
+    differences to nothing would not give the totals."""
+    query = (
+        f"SELECT NOT EXISTS (SELECT 1 FROM {stats}.aggregates) "
+        f"AND EXISTS (SELECT 1 FROM {working}.parcels WHERE {COUNTED})"
+    )
+    return con.execute(query).fetchone()[0] == 1
 
 
 def record_run(con: sqlite3.Connection, schema: str, result: RunResult) -> None:
@@ -57,10 +70,14 @@ def record_run(con: sqlite3.Connection, schema: str, result: RunResult) -> None:
 
 def _group_query(working: str, dimension: str, measures: Sequence[str]) -> str:
     sums = "".join(f", sum({q(m)}), count({q(m)})" for m in measures)
-    return (
-        f"SELECT coalesce(CAST({q(dimension)} AS TEXT), ''), count(*){sums} FROM {working}.parcels "
-        f"WHERE {COUNTED} GROUP BY 1"
-    )
+    return f"SELECT {q(dimension)}, count(*){sums} FROM {working}.parcels WHERE {COUNTED} GROUP BY 1"
+
+
+def _group_labels(values: pd.Series) -> np.ndarray:
+    """A dimension's values as the text of their groups, '' for missing. Batches and stored rows are labelled
+    here alike: SQLite's CAST AS TEXT spells a REAL otherwise than Python does (5.0e-05 for 5e-05, and 0.3
+    for 0.30000000000000004), so one parcel would count in two groups."""
+    return values.astype("string").fillna("").to_numpy(dtype=object)
 
 
 def recompute(
@@ -70,8 +87,10 @@ def recompute(
     con.execute(f"DELETE FROM {stats}.aggregates")
     deltas: Deltas = {}
     for dim in dimensions:
-        for row in con.execute(_group_query(working, dim, measures)):
-            deltas[(dim, row[0])] = [float(v or 0) for v in row[1:]]
+        rows = con.execute(_group_query(working, dim, measures)).fetchall()
+        labels = _group_labels(pd.Series([r[0] for r in rows], dtype=object))
+        for label, row in zip(labels, rows, strict=True):  # NULL and '' are one group
+            merge(deltas, {(dim, label): [float(v or 0) for v in row[1:]]})
     apply_deltas(con, stats, deltas, measures)
 
 
@@ -85,16 +104,15 @@ def contributions(
 ) -> Deltas:
     """What the given parcels currently add to each group: their rows read once, grouped in memory (a query
     per dimension read them once per dimension)."""
-    labels = [f"coalesce(CAST({q(d)} AS TEXT), '')" for d in dimensions]
     rows = con.execute(
-        f"SELECT {', '.join([*labels, *(q(m) for m in measures)])} FROM {working}.parcels "
+        f"SELECT {', '.join(q(c) for c in [*dimensions, *measures])} FROM {working}.parcels "
         f"WHERE {COUNTED} AND {q(key_name)} IN (SELECT value FROM json_each(?))",
         (json.dumps(list(keys)),),
     ).fetchall()
     if not rows:
         return {}
     columns = list(zip(*rows, strict=True))
-    groups = [np.array(c, dtype=object) for c in columns[: len(dimensions)]]
+    groups = [_group_labels(pd.Series(c, dtype=object)) for c in columns[: len(dimensions)]]
     values = np.array(columns[len(dimensions) :], dtype="float64").T.reshape(len(rows), len(measures))
     return _grouped(dict(zip(dimensions, groups, strict=True)), values)
 
@@ -104,7 +122,7 @@ def frame_contributions(frame: pd.DataFrame, dimensions: Sequence[str], measures
     from the batch in memory instead of read back from the database."""
     if frame.empty:
         return {}
-    groups = {dim: frame[dim].astype("string").fillna("").to_numpy(dtype=object) for dim in dimensions}
+    groups = {dim: _group_labels(frame[dim]) for dim in dimensions}
     return _grouped(groups, frame[list(measures)].astype("float64").to_numpy())
 
 

@@ -29,9 +29,13 @@ CACHE_MIB, APPEND_CACHE_MIB, TEMP_CACHE_MIB = 16, 8, 32
 
 
 class StagingTransaction:
-    """Opens the staging databases and holds a write transaction on all three until commit or rollback."""
+    """Opens the staging databases and holds a write transaction on all three until commit or rollback.
 
-    def __init__(self, output: OutputSettings) -> None:
+    dry_run: the transaction will be rolled back, so the files stay exactly as they are, in WAL mode too
+    (default False: a WAL file is switched back to a rollback journal, which the atomic commit needs).
+    """
+
+    def __init__(self, output: OutputSettings, dry_run: bool = False) -> None:
         output.directory.mkdir(parents=True, exist_ok=True)
         self.paths = {WORKING: output.working_path, GEO: output.geo_path, STATS: output.stats_path}
         try:
@@ -44,7 +48,8 @@ class StagingTransaction:
             self.con.execute("ATTACH DATABASE ? AS geo", (str(self.paths[GEO]),))
             self.con.execute("ATTACH DATABASE ? AS stats", (str(self.paths[STATS]),))
             for schema in (WORKING, GEO, STATS):
-                self._check_journal_mode(schema)
+                if not dry_run:
+                    self._check_journal_mode(schema)
                 # FULL: a commit survives power loss, not only a killed process.
                 self.con.execute(f"PRAGMA {schema}.synchronous = FULL")
             self.set_cache(CACHE_MIB)

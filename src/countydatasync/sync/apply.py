@@ -89,9 +89,9 @@ class Publisher(Reconciliation):
         )
         self.deltas: stats.Deltas = {}
         self.initial = con.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {WORKING}.parcels)").fetchone()[0] == 1
-        # A forced run over existing staging data recomputes the aggregates at the end; every other run
-        # adds what each batch changed.
-        self.recompute = force and not self.initial
+        # A forced run over existing staging data, or one whose aggregates were lost, recomputes them at the
+        # end; every other run adds what each batch changed.
+        self.recompute = not self.initial and (force or stats.aggregates_lost(con, STATS, WORKING))
         self.late_duplicates: set[str] = set()
         self.track_keys = False  # set by dry runs: `status` marks the changed keys pending
         self.changed_keys: list[str] = []  # inserted or updated
@@ -294,10 +294,11 @@ class Publisher(Reconciliation):
         if not staged.bits & STAGED_EXISTING:
             return
         sets = ", ".join(f"{q(c)} = b.{q(c)}" for c in [*self.attrs, *ROW_STATUS])
+        # coalesce: placeholders that `status` wrote before it set first_seen have none.
         self.con.execute(
             f"UPDATE {WORKING}.parcels SET {sets}, sync_status = 'synced', sync_message = CASE WHEN "
-            "b.sync_reason IS NOT NULL THEN ?1 END, last_changed = ?2, last_synced = ?2, last_run_id = ?3, "
-            f"in_geo = 1 FROM temp.batch_rows b "
+            "b.sync_reason IS NOT NULL THEN ?1 END, first_seen = coalesce(first_seen, ?2), last_changed = ?2, "
+            f"last_synced = ?2, last_run_id = ?3, in_geo = 1 FROM temp.batch_rows b "
             f"WHERE b.staging_state & {STAGED_EXISTING} AND {WORKING}.parcels.{k} = b.{k}",
             params,
         )

@@ -38,9 +38,10 @@ def in_thread(batches: Iterator[pd.DataFrame], plan: TransformPlan) -> Iterator[
                 first_row += len(raw)
                 if not _put(out, item, stop.is_set):
                     return
-            out.put(DONE)
+            # Stoppable like a batch: a consumer that failed meanwhile takes nothing more, and joins us.
+            _put(out, DONE, stop.is_set)
         except BaseException as exc:  # re-raised in the consumer's thread
-            out.put(exc)
+            _put(out, exc, stop.is_set)
 
     worker = threading.Thread(target=produce, name="extract-transform", daemon=True)
     worker.start()

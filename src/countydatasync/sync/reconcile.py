@@ -32,6 +32,7 @@ class Reconciliation:
     layer: str
     run_id: int
     now: str
+    initial: bool
     recompute: bool
     dimensions: list[str]
     measures: list[str]
@@ -142,15 +143,14 @@ class Reconciliation:
             ).fetchone()
             if row is None or (row[0] == "error" and row[2] == reason):
                 continue
-            if row[0] != "error":  # it was loaded: it now counts as rejected, and leaves the aggregates
-                # Through the key's index: this run's rows in the run index can be a million (a mass update).
-                inserted = self.con.execute(
-                    f"SELECT 1 FROM {WORKING}.change_log WHERE {k} = ? AND +run_id = ? AND action = 'insert'",
-                    (key, self.run_id),
-                ).fetchone()
-                loaded_as = "inserted" if inserted else "updated" if row[1] == self.run_id else "unchanged"
+            if row[0] != "error":  # it was loaded: now it counts as rejected (not repaired), and leaves the aggregates
+                loaded_as = (
+                    "inserted" if self._inserted_now(key) else "updated" if row[1] == self.run_id else "unchanged"
+                )
                 self.counts[loaded_as] -= 1
                 self.counts["rejected"] += 1
+                if row[2] == Reason.INVALID_GEOMETRY_REPAIRED.value:
+                    self.counts["repaired"] -= 1
                 if not self.recompute:
                     before = stats.contributions(self.con, WORKING, self.key, [key], self.dimensions, self.measures)
                     stats.merge(self.deltas, stats.subtract({}, before))
@@ -161,6 +161,19 @@ class Reconciliation:
                     source_row=None, excerpt=None, severity="error", message=message + " (copy met in an earlier batch)"
                 )
             )
+
+    def _inserted_now(self, key: str) -> bool:
+        """Whether this run inserted the parcel: every parcel of a first load, which logs no inserts."""
+        if self.initial:
+            return True
+        # Through the key's index: this run's rows in the run index can be a million (a mass update).
+        return (
+            self.con.execute(
+                f"SELECT 1 FROM {WORKING}.change_log WHERE {q(self.key)} = ? AND +run_id = ? AND action = 'insert'",
+                (key, self.run_id),
+            ).fetchone()
+            is not None
+        )
 
 
 def _same_text(norm: pd.Series, stored: pd.Series) -> np.ndarray:

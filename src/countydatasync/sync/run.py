@@ -83,9 +83,9 @@ class _Run:
         result = RunResult(run_id=0, mode="full", source=source.description, started_at=self.started)
         tx: StagingTransaction | None = None
         try:
-            tx = StagingTransaction(output)
+            tx = StagingTransaction(output, dry_run=self.dry_run)
             force = self._prepare_schema(tx.con) or self.full
-            result.run_id = stats.next_run_id(tx.con, STATS)
+            result.run_id = stats.next_run_id(tx.con, STATS, WORKING)
             self.publisher = Publisher(tx.con, self.settings, self.plan, result.run_id, self.now, force)
             self.publisher.track_keys = self.dry_run
             result.mode = "full" if force or self.publisher.initial else "incremental"

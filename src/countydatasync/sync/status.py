@@ -32,10 +32,11 @@ def mark_pending(settings: Settings, progress: ProgressCallback = _no_progress) 
                 f"WHERE sync_status = 'synced' AND {key} IN (SELECT value FROM json_each(?))",
                 (json.dumps(changed),),
             )
+            # first_seen in the form a sync writes it (UTC, milliseconds, Z): the sync keeps it.
             con.execute(
-                f"INSERT OR IGNORE INTO parcels ({key}, sync_status, sync_reason, sync_message, in_geo) "
-                "SELECT value, 'pending', 'new_at_source', 'new at the source; not synced yet', 0 "
-                "FROM json_each(?)",
+                f"INSERT OR IGNORE INTO parcels ({key}, sync_status, sync_reason, sync_message, first_seen, in_geo) "
+                "SELECT value, 'pending', 'new_at_source', 'new at the source; not synced yet', "
+                "strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 0 FROM json_each(?)",
                 (json.dumps(changed),),
             )
             con.execute(
