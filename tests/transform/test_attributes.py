@@ -69,3 +69,73 @@ def test_numbers_in_text_with_currency_signs_and_bad_values() -> None:
     assert [got[i] for i in (0, 1, 3, 4, 5, 7)] == [1250.5, 12.0, -300.0, 0.5, 7.0, 1000.0]
     assert all(np.isnan(got[i]) for i in (2, 6, 8, 9))
     assert failed.tolist() == [False, False, True, False, False, False, False, False, True, True]
+
+
+def _convert(values: list, kind: str, timezone: str = "UTC") -> tuple[list, list]:
+    out, failed = convert_column(pd.Series(values), ColumnSpec(source="x", name="x", type=kind), timezone)
+    return out.tolist(), failed.tolist()
+
+
+def test_whole_floats_past_int64_do_not_fail_the_column() -> None:
+    assert _convert([1e20, 5.0], "real") == ([1e20, 5.0], [False, False])
+    assert _convert([1e20, 250000.0], "text") == (["1e+20", "250000"], [False, False])
+    assert _convert([1e20, 3.0], "integer") == ([pd.NA, 3], [True, False])
+    assert _convert(["99999999999999999999", "1999"], "integer") == ([pd.NA, 1999], [True, False])
+
+
+def test_impossible_calendar_days_are_bad_not_rolled_over() -> None:
+    values = ["2021-02-30", "2021-04-31", "2019-02-29", "2020-02-29", "2021-02-30T10:00:00"]
+    assert _convert(values, "date") == (
+        [None, None, None, "2020-02-29", None],
+        [True, True, True, False, True],
+    )
+    assert _convert(["2021-02-30 10:00:00", "2021-02-28 10:00:00"], "datetime") == (
+        [None, "2021-02-28T10:00:00.000Z"],
+        [True, False],
+    )
+
+
+def test_a_value_without_zone_is_read_in_the_source_timezone_whatever_its_neighbours() -> None:
+    alone = _convert(["10/03/2020"], "datetime", "America/Los_Angeles")
+    with_zoned = _convert(["10/03/2020", "2020-10-03T12:00:00Z"], "datetime", "America/Los_Angeles")
+    assert alone == (["2020-10-03T07:00:00.000Z"], [False])
+    assert with_zoned == (["2020-10-03T07:00:00.000Z", "2020-10-03T12:00:00.000Z"], [False, False])
+    utc = dt.UTC
+    objects = [dt.datetime(2020, 5, 1, 12), dt.datetime(2020, 5, 1, 12, tzinfo=utc)]
+    assert _convert(objects, "datetime", "America/Los_Angeles") == (
+        ["2020-05-01T19:00:00.000Z", "2020-05-01T12:00:00.000Z"],
+        [False, False],
+    )
+
+
+def test_local_times_around_dst_changes_are_resolved_not_rejected() -> None:
+    # 01:30 happens twice on 2020-11-01 (the first, PDT, is taken); 02:30 never happens on 2020-03-08 (03:00).
+    values = ["2020-11-01 01:30:00", "2020-03-08 02:30:00", "2020-11-01T01:30:00Z"]
+    assert _convert(values, "datetime", "America/Los_Angeles") == (
+        ["2020-11-01T08:30:00.000Z", "2020-03-08T10:00:00.000Z", "2020-11-01T01:30:00.000Z"],
+        [False, False, False],
+    )
+
+
+def test_floats_carried_as_text_lose_their_point_zero_value_by_value() -> None:
+    assert _convert([12.0, 13.0], "text")[0] == ["12", "13"]
+    assert _convert([12.0, 12.5], "text")[0] == ["12", "12.5"]
+
+
+def test_integers_stay_exact() -> None:
+    big = 9007199254740993  # 2**53 + 1: float64 would give ...992
+    assert _convert([big], "integer") == ([big], [False])
+    assert _convert([big, 2**63 - 1], "integer") == ([big, 2**63 - 1], [False, False])
+    text = [str(big), str(-(2**63)), str(2**63), "12.0", "1e3", "1960.5", "+7"]
+    assert _convert(text, "integer") == (
+        [big, -(2**63), pd.NA, 12, 1000, pd.NA, 7],
+        [False, False, True, False, False, True, False],
+    )
+
+
+def test_commas_count_only_as_thousands_separators() -> None:
+    values = ["1,250.50", "$1,250,000", "-1,234", "1,5", "12,34,5", "1,2345", ",5"]
+    number, failed = _convert(values, "real")
+    assert number[:3] == [1250.5, 1250000.0, -1234.0] and all(np.isnan(v) for v in number[3:])
+    assert failed == [False, False, False, True, True, True, True]
+    assert _convert(["1,000", "1,5"], "integer") == ([1000, pd.NA], [False, True])

@@ -1,3 +1,5 @@
+import struct
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -64,3 +66,94 @@ def test_reprojection_is_always_xy_and_per_row_srid_wins() -> None:
 def test_unknown_srid_is_rejected() -> None:
     out = clean_geometries(pd.Series([wkb(SQUARE)]), "wkb", 2927, 2927, srids=pd.Series([999999]))
     assert out.reasons[0] == Reason.UNKNOWN_SRID and out.geoms[0] is None
+
+
+def _curve_polygon_wkb() -> bytes:
+    """CURVEPOLYGON (CIRCULARSTRING (0 0, 4 0, 4 4, 0 4, 0 0)) as ISO WKB, which shapely cannot write."""
+    ring = [(0, 0), (4, 0), (4, 4), (0, 4), (0, 0)]
+    circular = struct.pack("<BII", 1, 8, len(ring)) + b"".join(struct.pack("<dd", *p) for p in ring)
+    return struct.pack("<BII", 1, 10, 1) + circular
+
+
+def test_curves_reject_their_row_not_the_batch() -> None:
+    curves = (
+        "geometry has curves (CIRCULARSTRING, CURVEPOLYGON, MULTISURFACE...), which are not supported: "
+        "have the source linearize them, e.g. with ST_CurveToLine"
+    )
+    out = clean_geometries(pd.Series([wkb(SQUARE), _curve_polygon_wkb(), b"\x01\x03garbage"]), "wkb", 2927, 2927)
+    assert list(out.reasons) == [None, Reason.UNPARSEABLE_GEOMETRY, Reason.UNPARSEABLE_GEOMETRY]
+    assert list(out.messages) == [None, curves, "geometry is not valid WKB"]
+    assert out.geoms[0].wkt == "MULTIPOLYGON (((0 0, 10 0, 10 10, 0 10, 0 0)))"
+
+    texts = [
+        SQUARE,
+        "CURVEPOLYGON (CIRCULARSTRING (0 0, 4 0, 4 4, 0 4, 0 0))",
+        "MULTISURFACE (((0 0, 1 0, 1 1, 0 0)))",
+        "CIRCULARSTRING (0 0, 1 1, 2 0)",
+    ]
+    out = clean_geometries(pd.Series(texts), "wkt", 2927, 2927)
+    assert list(out.reasons) == [None] + [Reason.UNPARSEABLE_GEOMETRY] * 3
+    assert list(out.messages) == [None, curves, curves, curves]
+
+
+def test_coordinates_that_cannot_be_reprojected_are_rejected() -> None:
+    swapped = wkb("POLYGON ((47.0 -122.9, 47.01 -122.9, 47.01 -122.89, 47.0 -122.89, 47.0 -122.9))")
+    lonlat = wkb("POLYGON ((-122.9 47.0, -122.89 47.0, -122.89 47.01, -122.9 47.01, -122.9 47.0))")
+    out = clean_geometries(pd.Series([swapped, lonlat]), "wkb", 4326, 2927)
+    assert list(out.reasons) == [Reason.INVALID_GEOMETRY_REJECTED, None]
+    assert out.messages[0] == (
+        "coordinates could not be reprojected from EPSG:4326 to EPSG:2927: check that they are in EPSG:4326"
+    )
+    assert list(out.rejected) == [True, False]
+    assert out.geoms[0] is None and np.isfinite(shapely.bounds(out.geoms[1])).all()
+
+
+def test_m_values_are_dropped_like_z() -> None:
+    values = pd.Series(
+        [
+            wkb("POLYGON M ((0 0 1, 10 0 1, 10 10 1, 0 10 1, 0 0 1))"),
+            wkb("POLYGON ZM ((0 0 5 1, 10 0 5 1, 10 10 5 1, 0 10 5 1, 0 0 5 1))"),
+        ]
+    )
+    out = clean_geometries(values, "wkb", 2927, 2927)
+    assert [g.wkt for g in out.geoms] == ["MULTIPOLYGON (((0 0, 10 0, 10 10, 0 10, 0 0)))"] * 2
+    assert not shapely.has_m(out.geoms).any() and not shapely.has_z(out.geoms).any()
+
+
+LONLAT = "POLYGON ((-122.9 47.0, -122.89 47.0, -122.89 47.01, -122.9 47.01, -122.9 47.0))"
+
+
+def test_srid_embedded_in_ewkb_or_ewkt_wins_over_the_default() -> None:
+    ewkb = shapely.to_wkb(shapely.set_srid(shapely.from_wkt(LONLAT), 4326), include_srid=True)
+    expected = clean_geometries(pd.Series([wkb(LONLAT)]), "wkb", 4326, 2927).geoms[0]
+
+    from_ewkb = clean_geometries(pd.Series([ewkb]), "wkb", 2927, 2927)
+    from_ewkt = clean_geometries(pd.Series(["SRID=4326;" + LONLAT, "srid=4326; " + LONLAT]), "wkt", 2927, 2927)
+    for geom in [from_ewkb.geoms[0], *from_ewkt.geoms]:
+        assert np.allclose(shapely.get_coordinates(geom), shapely.get_coordinates(expected))
+    assert list(from_ewkt.reasons) == [None, None]
+
+    # A per-row SRID column still comes first: the row says its coordinates are already in 2927.
+    kept = clean_geometries(pd.Series([ewkb]), "wkb", 2927, 2927, srids=pd.Series([2927]))
+    assert np.array_equal(shapely.get_coordinates(kept.geoms[0]), shapely.get_coordinates(shapely.from_wkt(LONLAT)))
+
+
+def test_collections_say_what_they_are() -> None:
+    values = pd.Series(
+        [
+            "GEOMETRYCOLLECTION (LINESTRING (0 0, 5 5))",
+            "GEOMETRYCOLLECTION (POLYGON ((0 0, 1 0, 1 1, 0 0)), POINT (0 0))",
+            "GEOMETRYCOLLECTION (POLYGON ((0 0, 1 0, 1 1, 0 0)))",
+        ]
+    )
+    out = clean_geometries(values, "wkt", 2927, 2927)
+    # Loaded with the repair warning, but the message does not call the valid collection invalid.
+    assert list(out.reasons) == [Reason.NON_POLYGONAL, Reason.INVALID_GEOMETRY_REPAIRED, None]
+    assert list(out.messages) == [
+        "geometry is a GeometryCollection without polygons",
+        "geometry is a GeometryCollection: its non-polygonal parts were dropped",
+        None,
+    ]
+    assert list(out.rejected) == [True, False, False]
+    assert out.geoms[0] is None
+    assert [g.wkt for g in out.geoms[1:]] == ["MULTIPOLYGON (((0 0, 1 0, 1 1, 0 0)))"] * 2

@@ -10,6 +10,7 @@ to pandas' element-wise parsing, which tells the bad rows apart.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,8 @@ from countydatasync.settings import ColumnSpec
 _TRUE = ["true", "t", "yes", "y", "1"]
 _FALSE = ["false", "f", "no", "n", "0"]
 ARROW_TEXT = "string[pyarrow]"
+INT64_LIMIT = 2.0**63  # the first float past int64
+INT64_MIN, INT64_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
 
 
 @dataclass
@@ -36,14 +39,23 @@ class AttributeOutcome:
         return np.not_equal(self.bad_column, None)
 
 
+def _float_text(values: pd.Series) -> pd.Series:
+    """Floats as text, value by value: whole numbers within int64 lose their '.0' (12.0 -> '12'), the others
+    keep Python's shortest form ('12.5', '1e+20')."""
+    number = values.to_numpy(dtype=float, na_value=np.nan)
+    whole = np.isfinite(number) & (number == np.trunc(number)) & (np.abs(number) < INT64_LIMIT)
+    as_int = pd.Series(np.where(whole, number, 0).astype(np.int64), index=values.index).astype(ARROW_TEXT)
+    return values.astype(ARROW_TEXT).mask(whole, as_int)
+
+
 def _text(values: pd.Series) -> pd.Series:
     """Values as trimmed Arrow strings; blanks become NA. Integral floats lose their '.0'."""
     if isinstance(values.array, pd.arrays.ArrowStringArray):  # what the Arrow drivers give: stay in Arrow
         trimmed = pc.utf8_trim_whitespace(pa.array(values.array))
         blank_as_null = pc.if_else(pc.equal(trimmed, ""), None, trimmed)
         return pd.Series(pd.array(blank_as_null, dtype=ARROW_TEXT), index=values.index)
-    if pd.api.types.is_float_dtype(values.dtype) and values.dropna().mod(1).eq(0).all():
-        values = values.astype("Int64")
+    if pd.api.types.is_float_dtype(values.dtype):
+        values = _float_text(values)
     elif values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
         has_bytes = values.map(lambda v: isinstance(v, bytes)).to_numpy(dtype=bool)
         if has_bytes.any():
@@ -55,19 +67,62 @@ def _text(values: pd.Series) -> pd.Series:
 
 # A plain decimal number once currency signs, thousands separators and spaces are gone.
 NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+# Thousands separators stand only between groups of three digits before the decimal point.
+GROUPED = r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$"
+
+
+def _number_text(text: pd.Series) -> pa.Array:
+    """Text as plain numbers: currency signs and spaces dropped, thousands separators too where they group
+    digits ('$1,250,000'); null where what is left is no number ('1,5', '12abc')."""
+    cleaned = pc.replace_substring_regex(pa.array(text.array), r"[\s$]", "")
+    grouped = pc.match_substring_regex(cleaned, GROUPED)
+    cleaned = pc.if_else(grouped, pc.replace_substring(cleaned, ",", ""), cleaned)
+    return pc.if_else(pc.match_substring_regex(cleaned, NUMBER), cleaned, None)
 
 
 def _number(values: pd.Series, text: pd.Series) -> pd.Series:
     """Floats; text such as '$1,234.50' is cleaned first. Unconvertible values become NaN."""
     if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
         return values.astype("float64")
-    arrow = pa.array(text.array)
     try:
-        numbers = pc.cast(arrow, pa.float64())
+        numbers = pc.cast(pa.array(text.array), pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        cleaned = pc.replace_substring_regex(arrow, r"[\s$,]", "")
-        numbers = pc.cast(pc.if_else(pc.match_substring_regex(cleaned, NUMBER), cleaned, None), pa.float64())
+        numbers = pc.cast(_number_text(text), pa.float64())
     return pd.Series(numbers.to_numpy(zero_copy_only=False), index=values.index)
+
+
+def _exact_integers(text: pd.Series) -> pa.Array:
+    """Integer text read exactly (through decimal, not float64); null where it is no integer or is past int64."""
+    digits = _number_text(text)
+    digits = pc.if_else(pc.match_substring_regex(digits, r"^[+-]?\d{1,38}$"), digits, None)
+    exact = pc.cast(digits, pa.decimal128(38, 0))
+    lowest, highest = (pa.scalar(Decimal(int(b)), pa.decimal128(38, 0)) for b in (INT64_MIN, INT64_MAX))
+    fits = pc.and_(pc.greater_equal(exact, lowest), pc.less_equal(exact, highest))
+    return pc.cast(pc.if_else(fits, exact, None), pa.int64())
+
+
+def _integers(values: pd.Series, text: pd.Series) -> pd.Series:
+    """Nullable Int64. Integers and integer text stay exact (float64 rounds past 2**53); other numbers
+    ('12.0', '1e3', 12.0) count when whole and within int64. Anything else is NA."""
+    if pd.api.types.is_integer_dtype(values.dtype):
+        fits = values.le(INT64_MAX).fillna(True).to_numpy(dtype=bool)  # only unsigned columns can overflow
+        return values.mask(~fits, 0).astype("Int64").mask(~fits)
+    if not pd.api.types.is_float_dtype(values.dtype):
+        try:  # plain integer text, the usual case: exact in one cast
+            return pd.Series(
+                pc.cast(pa.array(text.array), pa.int64()).to_pandas(types_mapper=_INT64), index=values.index
+            )
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    number = _number(values, text).to_numpy(dtype=float, na_value=np.nan)
+    whole = np.isfinite(number) & (number == np.trunc(number)) & (np.abs(number) < INT64_LIMIT)
+    integers = pa.array(np.where(whole, number, 0).astype(np.int64), mask=~whole)
+    if not pd.api.types.is_float_dtype(values.dtype):
+        integers = pc.coalesce(_exact_integers(text), integers)
+    return pd.Series(integers.to_pandas(types_mapper=_INT64), index=values.index)
+
+
+_INT64 = {pa.int64(): pd.Int64Dtype()}.get  # Arrow int64 to pandas' nullable Int64
 
 
 # Tried first, in Arrow, for text columns; anything else goes through pandas' general parsers.
@@ -80,42 +135,64 @@ def _timestamps(values: pd.Series, text: pd.Series, timezone: str | None) -> pd.
     if isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(values.dtype):
         return _zone(values, timezone)
     if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
-        return _zone(_parse(values, text), timezone)
+        return _parse(text, timezone)
     arrow, parsed = pa.array(text.array), None
     for fmt in TEXT_FORMATS:
         found = pc.strptime(arrow, format=fmt, unit="ms", error_is_null=True)
         parsed = found if parsed is None else pc.coalesce(parsed, found)
+    # strptime rolls impossible days over (2021-02-30 -> 2021-03-02): keep the days that read back as written
+    # (every format starts with the date; strftime would cost three times the parse); the others go to pandas,
+    # which rejects them.
+    day = pc.utf8_lpad(pc.cast(pc.day(parsed), pa.string()), 2, "0")
+    written = pc.equal(day, pc.utf8_slice_codeunits(arrow, 8, 10))
+    parsed = pc.if_else(written, parsed, None)
     stamps = _zone(pd.Series(parsed.to_numpy(zero_copy_only=False), index=values.index), timezone)
     missed = stamps.isna().to_numpy() & text.notna().to_numpy()
     if missed.any():
         stamps = stamps.copy()
-        stamps[missed] = _zone(_parse(text[missed], text[missed]), timezone)
+        stamps[missed] = _parse(text[missed], timezone)
     return stamps
 
 
-def _parse(values: pd.Series, text: pd.Series) -> pd.Series:
-    """pandas' ISO 8601 parser, then US-style dates, as assessor systems often export them."""
-    try:
-        stamps = pd.to_datetime(values, errors="coerce", format="ISO8601")
-    except (ValueError, TypeError):  # mixed zone-aware and naive values
-        stamps = pd.to_datetime(values, errors="coerce", format="ISO8601", utc=True)
-    missed = stamps.isna().to_numpy() & text.notna().to_numpy()
-    if missed.any():
-        again = pd.to_datetime(text[missed].astype(object), errors="coerce", format="%m/%d/%Y")
-        if isinstance(stamps.dtype, pd.DatetimeTZDtype):
-            again = again.dt.tz_localize("UTC")
-        stamps = stamps.copy()
-        stamps[missed] = again
+# A time of day, then a UTC offset or Z: '2020-10-03T12:00:00Z', '2020-10-03 05:00-07:00'.
+WITH_OFFSET = r"\d\d:\d\d(?::\d\d(?:\.\d*)?)?\s*(?:Z|[+-]\d\d(?::?\d\d)?)$"
+OFFSET = r"\s*(?:Z|[+-]\d\d(?::?\d\d)?)$"
+
+
+def _parse(text: pd.Series, timezone: str | None) -> pd.Series:
+    """Text through pandas' ISO 8601 parser, then as a US-style date (as assessor systems often export them),
+    zoned as by `_zone`. Text with a UTC offset is parsed apart from text without one: together, pandas
+    would read them all in UTC, and a value would change with its neighbours."""
+    offset = text.str.contains(WITH_OFFSET).fillna(False).to_numpy(dtype=bool)
+    local = text.mask(offset)
+    stamps = _read(local, format="ISO8601")
+    us_style = stamps.isna().to_numpy() & local.notna().to_numpy()
+    stamps[us_style] = _read(local[us_style], format="%m/%d/%Y")
+    stamps = _zone(stamps, timezone)
+    if offset.any():
+        if timezone is None:  # a date is the day as written, whatever the offset
+            stamps[offset] = _read(text[offset].str.replace(OFFSET, "", regex=True), format="ISO8601")
+        else:
+            stamps[offset] = _read(text[offset], format="ISO8601", utc=True)
     return stamps
+
+
+def _read(text: pd.Series, **options: object) -> pd.Series:
+    """pd.to_datetime in milliseconds, the unit of the output: pandas picks the unit from the text, and
+    parts read apart could not be put together."""
+    return pd.to_datetime(text.astype(object), errors="coerce", **options).dt.as_unit("ms")
 
 
 def _zone(stamps: pd.Series, timezone: str | None) -> pd.Series:
+    """Stamps in UTC, naive ones taken to be in `timezone`: in the hour that repeats when clocks fall back,
+    the first (daylight) one; in the hour skipped when they spring forward, the time just after the gap.
+    With timezone None, the wall-clock time without a zone."""
     aware = isinstance(stamps.dtype, pd.DatetimeTZDtype)
     if timezone is None:
         return stamps.dt.tz_localize(None) if aware else stamps
     if aware:
         return stamps.dt.tz_convert("UTC")
-    return stamps.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="shift_forward").dt.tz_convert("UTC")
+    return stamps.dt.tz_localize(timezone, ambiguous=True, nonexistent="shift_forward").dt.tz_convert("UTC")
 
 
 def _iso(stamps: pd.Series, unit: str) -> pd.Series:
@@ -135,12 +212,12 @@ def convert_column(values: pd.Series, spec: ColumnSpec, timezone: str = "UTC") -
     kind = spec.type
     if kind == "text":
         return text, np.zeros(len(values), dtype=bool)
-    if kind in ("integer", "real"):
+    if kind == "integer":
+        integers = _integers(values, text)
+        return integers.where(present), present & integers.isna().to_numpy()
+    if kind == "real":
         number = _number(values, text)
         failed = ~np.isfinite(number.to_numpy(dtype=float, na_value=np.nan))
-        if kind == "integer":
-            failed |= np.nan_to_num(number.to_numpy(dtype=float, na_value=np.nan)) % 1 != 0
-            return number.where(~failed & present).astype("Int64"), present & failed
         return number.where(~failed & present), present & failed
     if kind == "boolean":
         lower = text.str.lower()
@@ -167,4 +244,6 @@ def convert_attributes(raw: pd.DataFrame, columns: list[ColumnSpec], timezone: s
         if first.any():
             bad_column[first] = spec.name
             bad_value[first] = values.to_numpy(dtype=object)[first]
-    return AttributeOutcome(frame=pd.DataFrame(typed), bad_column=bad_column, bad_value=bad_value)
+    # The index gives the frame its rows even when no column is carried.
+    frame = pd.DataFrame(typed, index=range(n))
+    return AttributeOutcome(frame=frame, bad_column=bad_column, bad_value=bad_value)

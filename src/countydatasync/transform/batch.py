@@ -102,13 +102,16 @@ def modified_stamps(values: pd.Series, style: str) -> pd.Series:
     """The modified column as timestamps for the watermark. Text is read as the wall-clock time it spells,
     with any UTC offset dropped: the source compares the watermark with the text as written, and a column
     that mixes offsets (-08:00 in winter, -07:00 in summer) would otherwise fail to parse."""
-    if style == "datetime":
-        try:
-            return pd.to_datetime(values, errors="coerce", format="ISO8601")
-        except ValueError:  # datetimes with differing UTC offsets: compared as instants
+    try:
+        stamps = pd.to_datetime(values, errors="coerce", format="ISO8601")
+    except ValueError:  # differing UTC offsets, or some values with one and some without
+        if style == "datetime":  # datetimes: compared as instants
             return pd.to_datetime(values, errors="coerce", format="ISO8601", utc=True)
-    text = values.astype("string").str.strip().str.replace(WALL_CLOCK_THEN_ZONE, r"\1", regex=True)
-    return pd.to_datetime(text, errors="coerce", format="ISO8601")
+        text = values.astype("string").str.strip().str.replace(WALL_CLOCK_THEN_ZONE, r"\1", regex=True)
+        return pd.to_datetime(text, errors="coerce", format="ISO8601")
+    if style != "datetime" and isinstance(stamps.dtype, pd.DatetimeTZDtype):
+        return stamps.dt.tz_localize(None)  # one offset throughout: its wall-clock times
+    return stamps
 
 
 def _hash(frame: pd.DataFrame | pd.Series, categorize: bool = True) -> np.ndarray:

@@ -1,9 +1,11 @@
 """Geometry cleaning on whole arrays: parse WKB/WKT, validate, repair, make every parcel a 2D MultiPolygon in
-the output CRS. No Python loop runs per geometry; shapely's vectorized functions do the work in GEOS.
+the output CRS. No Python loop runs per geometry (but to find the curves GEOS refuses, in a batch that has
+some); shapely's vectorized functions do the work in GEOS.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -12,16 +14,23 @@ import pandas as pd
 import shapely
 from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError
+from shapely.errors import ShapelyError
 
 from countydatasync.transform.reasons import Reason
 
 POLYGON, MULTIPOLYGON, COLLECTION = 3, 6, 7
+# EWKT (PostGIS): the SRID written ahead of the WKT, which GEOS does not read.
+EWKT = r"^\s*SRID=(\d{1,9})\s*;(.*)$"
+CURVES = (
+    "geometry has curves (CIRCULARSTRING, CURVEPOLYGON, MULTISURFACE...), which are not supported: "
+    "have the source linearize them, e.g. with ST_CurveToLine"
+)
 
 
 @dataclass
 class GeometryOutcome:
     """Per input row: the cleaned MultiPolygon (None when rejected), and a reason and message when the row
-    was rejected or repaired."""
+    was rejected or is loaded with a warning (repaired, or non-polygonal parts dropped)."""
 
     geoms: np.ndarray
     reasons: np.ndarray
@@ -44,19 +53,58 @@ def _as_input_array(values: pd.Series) -> np.ndarray:
     return arr
 
 
-def _polygonal_part(geoms: np.ndarray) -> np.ndarray:
-    """The polygons inside each geometry (collections unpacked) as MultiPolygons; None where there are none."""
+def _split_ewkt(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The WKT without an EWKT 'SRID=n;' prefix, and n (0 where there is none)."""
+    texts = pd.Series(raw, dtype=object)
+    if pd.api.types.infer_dtype(texts, skipna=True) == "bytes":
+        texts = texts.str.decode("utf-8", errors="replace")
+    found = texts.str.extract(EWKT, flags=re.IGNORECASE | re.DOTALL)
+    prefixed = found[0].notna().to_numpy()
+    wkt = raw.copy()
+    wkt[prefixed] = found[1][prefixed].to_numpy(dtype=object)
+    return wkt, pd.to_numeric(found[0]).fillna(0).to_numpy(dtype=np.int64)
+
+
+def _parse(raw: np.ndarray, encoding: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Geometries (None where unparseable), the SRID each embeds (EWKB, EWKT; 0 where none), and why GEOS
+    refused a row outright (None where it did not)."""
+    srids = np.zeros(len(raw), dtype=np.int64)
+    if encoding == "wkt":
+        raw, srids = _split_ewkt(raw)
+    parse = shapely.from_wkt if encoding == "wkt" else shapely.from_wkb
+    refused = np.full(len(raw), None, dtype=object)
+    try:
+        geoms = parse(raw, on_invalid="ignore")
+    except (NotImplementedError, ShapelyError):  # curves raise whatever on_invalid says: find them row by row
+        geoms = np.full(len(raw), None, dtype=object)
+        for i, value in enumerate(raw):
+            try:
+                geoms[i] = parse(value, on_invalid="ignore")
+            except NotImplementedError:
+                refused[i] = CURVES
+            except ShapelyError as exc:
+                refused[i] = f"geometry cannot be read: {exc}"
+    embedded = shapely.get_srid(geoms)  # -1 where there is no geometry
+    return geoms, np.where(srids > 0, srids, np.maximum(embedded, 0)), refused
+
+
+def _polygonal_part(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The polygons inside each geometry (collections unpacked) as MultiPolygons, None where there are none;
+    and whether anything else (a line, a point) was left out."""
     out = np.full(len(geoms), None, dtype=object)
     parts, index = shapely.get_parts(geoms, return_index=True)
     # Collections may hold multipolygons: unpack once more.
     parts, sub = shapely.get_parts(parts, return_index=True)
     index = index[sub]
-    keep = (shapely.get_type_id(parts) == POLYGON) & ~shapely.is_empty(parts) & (shapely.area(parts) > 0)
+    polygon = shapely.get_type_id(parts) == POLYGON
+    dropped = np.zeros(len(geoms), dtype=bool)
+    dropped[index[~polygon & ~shapely.is_empty(parts)]] = True
+    keep = polygon & ~shapely.is_empty(parts) & (shapely.area(parts) > 0)
     parts, index = parts[keep], index[keep]
     if len(parts):
         rows = np.unique(index)
         out[rows] = shapely.multipolygons(parts, indices=np.searchsorted(rows, index))
-    return out
+    return out, dropped
 
 
 @lru_cache(maxsize=32)
@@ -82,10 +130,12 @@ def clean_geometries(
 ) -> GeometryOutcome:
     """Parse, validate, repair and normalize a batch's geometries.
 
-    `encoding` is "wkt" for text, anything else for WKB (native columns arrive as WKB). Each row is in
-    `srids` (when the source carries one per row; 0 or null means unknown) or else `default_srid`, and ends
-    in `output_srid`. Rejections: null, empty, unparseable, non-polygonal, unknown SRID, and invalid
-    geometry whose repair leaves nothing polygonal. Repaired rows are kept with a warning.
+    `encoding` is "wkt" for text (EWKT too), anything else for WKB or EWKB (native columns arrive as WKB).
+    Each row is in `srids` (when the source carries one per row; 0 or null means unknown), else in the SRID
+    its EWKB / EWKT embeds, else in `default_srid`, and ends in `output_srid`. Rejections: null, empty,
+    unparseable (curves included), non-polygonal, unknown SRID, invalid geometry whose repair leaves nothing
+    polygonal, and coordinates that cannot be reprojected. Repaired rows, and valid collections whose
+    non-polygonal parts are dropped, are kept with the invalid_geometry_repaired warning.
     """
     n = len(values)
     raw = _as_input_array(values)
@@ -96,12 +146,15 @@ def clean_geometries(
     present = np.array([v is not None for v in raw], dtype=bool)
     reasons[~present] = Reason.NULL_GEOMETRY
     messages[~present] = "geometry is null"
-    parse = shapely.from_wkt if encoding == "wkt" else shapely.from_wkb
-    geoms[present] = parse(raw[present], on_invalid="ignore")
+    embedded_srid = np.zeros(n, dtype=np.int64)
+    refused = np.full(n, None, dtype=object)
+    geoms[present], embedded_srid[present], refused[present] = _parse(raw[present], encoding)
 
     unparsed = present & np.equal(geoms, None)
     reasons[unparsed] = Reason.UNPARSEABLE_GEOMETRY
     messages[unparsed] = f"geometry is not valid {encoding.upper() if encoding == 'wkt' else 'WKB'}"
+    told_why = np.not_equal(refused, None)
+    messages[told_why] = refused[told_why]
 
     ok = present & ~unparsed
     empty = np.zeros(n, dtype=bool)
@@ -118,23 +171,44 @@ def clean_geometries(
         messages[wrong] = [f"geometry is a {g.geom_type}, not a polygon" for g in geoms[wrong]]
     ok &= ~wrong
 
-    has_z = np.zeros(n, dtype=bool)
-    has_z[ok] = shapely.has_z(geoms[ok])
-    if has_z.any():
-        geoms[has_z] = shapely.force_2d(geoms[has_z])
+    extra_dims = np.zeros(n, dtype=bool)
+    extra_dims[ok] = shapely.has_z(geoms[ok]) | shapely.has_m(geoms[ok])
+    if extra_dims.any():
+        geoms[extra_dims] = shapely.force_2d(geoms[extra_dims])
 
-    # Collections with polygons inside are reduced to their polygonal part and flagged as repaired.
-    invalid = np.zeros(n, dtype=bool)
-    invalid[ok] = ~shapely.is_valid(geoms[ok]) | (type_id[ok] == COLLECTION)
+    valid = np.zeros(n, dtype=bool)
+    valid[ok] = shapely.is_valid(geoms[ok])
+    # A valid collection keeps its polygons; invalid ones are left to make_valid below. Dropping its lines
+    # or points changes the parcel, so it is loaded with the repair warning, the message saying what happened.
+    parts_dropped = np.zeros(n, dtype=bool)
+    collection = ok & valid & (type_id == COLLECTION)
+    if collection.any():
+        idx = np.flatnonzero(collection)
+        polygons, dropped = _polygonal_part(geoms[idx])
+        none = np.equal(polygons, None)
+        reasons[idx[none]] = Reason.NON_POLYGONAL
+        messages[idx[none]] = "geometry is a GeometryCollection without polygons"
+        parts_dropped[idx[dropped & ~none]] = True
+        reasons[parts_dropped] = Reason.INVALID_GEOMETRY_REPAIRED
+        messages[parts_dropped] = "geometry is a GeometryCollection: its non-polygonal parts were dropped"
+        geoms[idx] = polygons
+        ok[idx[none]] = False
+        valid[idx] = shapely.is_valid(polygons)  # valid apart, the polygons may still overlap
+
+    invalid = ok & ~valid
     if invalid.any():
-        why = shapely.is_valid_reason(geoms[invalid])
-        repaired = _polygonal_part(shapely.make_valid(geoms[invalid], method="structure", keep_collapsed=False))
-        lost = np.equal(repaired, None)
         idx = np.flatnonzero(invalid)
+        why = shapely.is_valid_reason(geoms[idx])
+        repaired, dropped = _polygonal_part(shapely.make_valid(geoms[idx], method="structure", keep_collapsed=False))
+        dropped |= parts_dropped[idx]
+        lost = np.equal(repaired, None)
         reasons[idx[lost]] = Reason.INVALID_GEOMETRY_REJECTED
         messages[idx[lost]] = [f"invalid geometry ({w}); nothing polygonal survives repair" for w in why[lost]]
         reasons[idx[~lost]] = Reason.INVALID_GEOMETRY_REPAIRED
-        messages[idx[~lost]] = [f"invalid geometry ({w}) repaired with make_valid" for w in why[~lost]]
+        messages[idx[~lost]] = [
+            f"invalid geometry ({w}) repaired with make_valid" + ("; non-polygonal parts dropped" if d else "")
+            for w, d in zip(why[~lost], dropped[~lost], strict=True)
+        ]
         geoms[idx] = repaired
         ok[idx[lost]] = False
 
@@ -142,10 +216,10 @@ def clean_geometries(
     if single.any():
         geoms[single] = shapely.multipolygons(geoms[single], indices=np.arange(int(single.sum())))
 
-    row_srid = np.full(n, default_srid, dtype=np.int64)
+    row_srid = np.where(embedded_srid > 0, embedded_srid, default_srid)
     if srids is not None:
         given = pd.to_numeric(srids, errors="coerce").fillna(0).to_numpy(dtype=np.int64)
-        row_srid = np.where(given > 0, given, default_srid)
+        row_srid = np.where(given > 0, given, row_srid)
     for srid in np.unique(row_srid[ok]):
         rows = ok & (row_srid == srid)
         if srid == output_srid:
@@ -159,6 +233,15 @@ def clean_geometries(
         geoms[rows] = shapely.transform(
             geoms[rows], lambda xy, t=transformer: np.column_stack(t.transform(xy[:, 0], xy[:, 1]))
         )
+        # PROJ gives inf for points it cannot transform (outside the CRS's area, or x and y swapped).
+        lost = rows.copy()
+        lost[rows] = ~np.isfinite(shapely.bounds(geoms[rows])).all(axis=1)
+        reasons[lost] = Reason.INVALID_GEOMETRY_REJECTED
+        messages[lost] = (
+            f"coordinates could not be reprojected from EPSG:{srid} to EPSG:{output_srid}: "
+            f"check that they are in EPSG:{srid}"
+        )
+        ok &= ~lost
 
     geoms[~ok] = None
     return GeometryOutcome(geoms=geoms, reasons=reasons, messages=messages)
