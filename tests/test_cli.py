@@ -58,3 +58,17 @@ def test_init_writes_a_settings_file_once(tmp_path: Path) -> None:
 def test_version() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.startswith("countydatasync ")
+
+
+def test_a_file_system_error_is_one_line_and_exit_code_1(
+    tmp_path: Path, sample_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A staging folder under a file: the OSError is printed as `error: ...`, not as a traceback."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setenv("CDS_SOURCE__URL", f"sqlite:///{sample_db}")
+    monkeypatch.setenv("CDS_OUTPUT__DIRECTORY", "afile/staging")
+    result = runner.invoke(app, ["sync"])
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)  # typer.Exit(1), not the OSError escaping
+    assert "error: [Errno 20] Not a directory: 'afile/staging'" in result.output

@@ -49,6 +49,25 @@ def test_bad_settings_fail_with_a_clear_message(tmp_path: Path) -> None:
         load_settings(clash, env_file=None)
 
 
+def test_invalid_settings_name_each_problem_but_never_echo_a_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A password under a mistyped name (one underscore) is an extra input: say where, not what."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CDS_CONFIG", raising=False)
+    secret = "Hunter2;}@%\"q'pw"
+    env = tmp_path / ".env"
+    env.write_text(f"CDS_SOURCE_PASSWORD={secret}\nCDS_SOURCE__BATCH_SIZE=many\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(env_file=env)
+    assert str(info.value) == (
+        "invalid settings (defaults):\n"
+        "  source.batch_size: Input should be a valid integer, unable to parse string as an integer\n"
+        "  cds_source_password: Extra inputs are not permitted"
+    )
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # no ValidationError with the input
+
+
 def test_the_init_template_is_valid_and_complete(tmp_path: Path) -> None:
     path = tmp_path / "countydatasync.toml"
     path.write_text(settings_template())

@@ -23,8 +23,9 @@ from countydatasync.settings import DEFAULT_CONFIG_FILE, Settings, load_settings
 from countydatasync.sync.result import RunResult
 from countydatasync.web.commands import serve
 
-app = typer.Typer(help="Keep staging copies of a county's MasterParcels table in sync.", no_args_is_help=True,
-                  add_completion=False)
+app = typer.Typer(
+    help="Keep staging copies of a county's MasterParcels table in sync.", no_args_is_help=True, add_completion=False
+)
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger(__name__)
@@ -51,10 +52,11 @@ def main(
 
 @contextmanager
 def _errors() -> Iterator[None]:
-    """Library errors become a one-line message and exit code 1, not a traceback."""
+    """Library errors, and the file system's (a staging folder that is a file, a full disk), become a
+    one-line message and exit code 1, not a traceback."""
     try:
         yield
-    except CountyDataSyncError as exc:
+    except (CountyDataSyncError, OSError) as exc:
         err.print(f"[bold red]error:[/] {redact(str(exc))}", markup=True, highlight=False)
         raise typer.Exit(1) from None
 
@@ -84,8 +86,10 @@ def _summary(result: RunResult) -> Table:
     table.add_column("parcels", justify="right")
     for name in ("extracted", "inserted", "updated", "unchanged", "rejected", "deleted", "repaired"):
         table.add_row(name, f"{getattr(result, name):,}")
-    table.add_row("loaded + rejected", f"{result.loaded + result.rejected:,}"
-                  + ("" if result.reconciles else "  [red](does not reconcile!)[/]"))
+    table.add_row(
+        "loaded + rejected",
+        f"{result.loaded + result.rejected:,}" + ("" if result.reconciles else "  [red](does not reconcile!)[/]"),
+    )
     return table
 
 
@@ -94,8 +98,9 @@ def _report(result: RunResult) -> None:
     for name, path in result.outputs.items():
         console.print(f"  {name:8} {path}")
     if result.rejected:
-        console.print(f"  {result.rejected:,} rejected rows are listed with their reasons in the working DB's "
-                      "`errors` table.")
+        console.print(
+            f"  {result.rejected:,} rejected rows are listed with their reasons in the working DB's `errors` table."
+        )
 
 
 def _run(settings: Settings, full: bool = False, dry_run: bool = False) -> RunResult:
@@ -108,7 +113,8 @@ def _run(settings: Settings, full: bool = False, dry_run: bool = False) -> RunRe
         configure_logging(settings, console_stream=err)
     with _errors(), _progress() as progress:
         return run_and_notify(
-            settings, lambda: run_sync(settings, full=full, dry_run=dry_run, progress=progress)  # type: ignore[arg-type]
+            settings,
+            lambda: run_sync(settings, full=full, dry_run=dry_run, progress=progress),  # type: ignore[arg-type]
         )
 
 
@@ -130,8 +136,10 @@ def status(config: ConfigOption = None) -> None:
     settings = _settings(config)
     with _errors(), _progress() as progress:
         result = mark_pending(settings, progress)  # type: ignore[arg-type]
-    console.print(f"pending: {result.inserted:,} new, {result.updated:,} changed, {result.deleted:,} deleted; "
-                  f"{result.rejected:,} would be rejected; {result.unchanged:,} unchanged")
+    console.print(
+        f"pending: {result.inserted:,} new, {result.updated:,} changed, {result.deleted:,} deleted; "
+        f"{result.rejected:,} would be rejected; {result.unchanged:,} unchanged"
+    )
 
 
 @app.command()

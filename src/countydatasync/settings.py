@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -83,8 +83,7 @@ class SourceSettings(BaseModel):
     )
     password: SecretStr | None = Field(
         default=None,
-        description="Source password. Prefer CDS_SOURCE__PASSWORD, .env or the OS credential store "
-        "to writing it here.",
+        description="Source password. Prefer CDS_SOURCE__PASSWORD, .env or the OS credential store to writing it here.",
     )
     db_schema: str | None = Field(default=None, description="Database schema of the table (e.g. dbo, public).")
     table: str = Field(default="MasterParcels", description="Source table (or view) name.")
@@ -155,9 +154,7 @@ class OutputSettings(BaseModel):
         default="working.sqlite", description="Attribute copy, sync status and change log (the working DB)."
     )
     layer: str = Field(default="parcels", description="GeoPackage layer (table) name.")
-    target_srid: int | None = Field(
-        default=None, description="EPSG code to reproject to; empty keeps the source CRS."
-    )
+    target_srid: int | None = Field(default=None, description="EPSG code to reproject to; empty keeps the source CRS.")
     busy_timeout_seconds: float = Field(
         default=60.0,
         description="How long a sync waits for readers holding a staging database in a transaction.",
@@ -204,7 +201,9 @@ class WebSettings(BaseModel):
     )
     basemap_attribution: str = Field(default="", description="Attribution text shown for the basemap.")
     feature_cap: int = Field(
-        default=5000, ge=1, le=100_000,
+        default=5000,
+        ge=1,
+        le=100_000,
         description="Most parcels one map request returns; a larger viewport gets the first ones and a "
         "'truncated' flag, and the map asks the user to zoom in.",
     )
@@ -269,8 +268,9 @@ class AlertSettings(BaseModel):
         default="starttls", description="starttls (upgrade after connecting), ssl (TLS from the start) or none."
     )
     ca_file: Path | None = Field(
-        default=None, description="PEM file of the CA that signed the SMTP server's certificate, when it is "
-        "not in the system's trust store (an internal CA)."
+        default=None,
+        description="PEM file of the CA that signed the SMTP server's certificate, when it is "
+        "not in the system's trust store (an internal CA).",
     )
     username: str | None = Field(default=None, description="SMTP login; empty sends without logging in.")
     password: SecretStr | None = Field(
@@ -284,8 +284,11 @@ class AlertSettings(BaseModel):
         default=None, ge=0, description="Alert when a run rejects more rows than this; empty: no count limit."
     )
     max_rejected_share: float | None = Field(
-        default=0.05, ge=0, le=1, description="Alert when a run rejects more than this share of the rows it "
-        "extracted (0.05 = 5%); empty: no share limit."
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Alert when a run rejects more than this share of the rows it "
+        "extracted (0.05 = 5%); empty: no share limit.",
     )
     repeat_minutes: float = Field(
         default=60.0, ge=0, description="An identical alert is not sent again within this many minutes."
@@ -321,9 +324,27 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         names = [c.name for c in self.columns]
-        reserved = {self.source.key_name, "fid", "geom", "sync_note", "gis_acres", "sync_status", "sync_reason",
-                    "sync_message", "attr_hash", "geom_hash", "first_seen", "source_modified", "last_changed",
-                    "last_synced", "last_run_id", "in_geo", "staging_state", "staging_fid", "staging_geom"}
+        reserved = {
+            self.source.key_name,
+            "fid",
+            "geom",
+            "sync_note",
+            "gis_acres",
+            "sync_status",
+            "sync_reason",
+            "sync_message",
+            "attr_hash",
+            "geom_hash",
+            "first_seen",
+            "source_modified",
+            "last_changed",
+            "last_synced",
+            "last_run_id",
+            "in_geo",
+            "staging_state",
+            "staging_fid",
+            "staging_geom",
+        }
         clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & reserved))
         if clash:
             raise ValueError(f"output column names used twice or reserved: {', '.join(clash)}")
@@ -366,10 +387,16 @@ def load_settings(config: Path | None = None, env_file: Path | None = Path(".env
     class _FromFile(Settings):
         model_config = SettingsConfigDict(toml_file=path if path.is_file() else None)
 
+    where = path if path.is_file() else "defaults"
     try:
         settings = _FromFile(_env_file=env_file if env_file and env_file.is_file() else None)  # type: ignore[call-arg]
-    except ValueError as exc:
-        raise ConfigError(f"invalid settings ({path if path.is_file() else 'defaults'}): {exc}") from exc
+    except ValidationError as exc:
+        # Where and why, never the value: a password under a mistyped name is reported as an extra input.
+        errors = exc.errors(include_input=False)
+        problems = [f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in errors]
+        raise ConfigError(f"invalid settings ({where}):\n  " + "\n  ".join(problems)) from None
+    except ValueError as exc:  # a malformed TOML file
+        raise ConfigError(f"invalid settings ({where}): {exc}") from exc
     from countydatasync.ops.credentials import complete_settings  # passwords from the OS store, .env check
 
     return complete_settings(settings, env_file)
@@ -391,8 +418,11 @@ def settings_template(settings: Settings | None = None) -> str:
     """A commented TOML settings file with every field, its help text and its value (default: the
     defaults). Secrets are never written: they belong in the environment, `.env` or the credential store."""
     settings = settings or Settings.model_construct()
-    lines = ["# CountyDataSync settings. Environment variables override this file: CDS_SECTION__FIELD,",
-             "# e.g. CDS_SOURCE__URL or CDS_SOURCE__PASSWORD (also read from .env).", ""]
+    lines = [
+        "# CountyDataSync settings. Environment variables override this file: CDS_SECTION__FIELD,",
+        "# e.g. CDS_SOURCE__URL or CDS_SOURCE__PASSWORD (also read from .env).",
+        "",
+    ]
     for name, field in Settings.model_fields.items():
         value = getattr(settings, name)
         if isinstance(value, list):  # the carried columns

@@ -62,9 +62,7 @@ def test_page_query_uses_top_methods_binary_collation_and_a_bound_key() -> None:
     assert "[Shape].STCurveToLine().STAsBinary() AS __geom" in sql
     assert "[Shape].STSrid AS __srid" in sql
     assert "[PIN] COLLATE Latin1_General_BIN2) > ?" in sql
-    assert sql.rstrip().endswith(
-        "ORDER BY dbo.[Master Parcels]]; DROP TABLE x; --].[PIN] COLLATE Latin1_General_BIN2"
-    )
+    assert sql.rstrip().endswith("ORDER BY dbo.[Master Parcels]]; DROP TABLE x; --].[PIN] COLLATE Latin1_General_BIN2")
     assert "[LastModified] > ?" in sql
     # Odd names are quoted (a ] inside doubled), never spliced in raw.
     assert "FROM dbo.[Master Parcels]]; DROP TABLE x; --]" in sql
@@ -126,9 +124,7 @@ def _wrapped(sqlstate: str, text: str) -> sa.exc.DBAPIError:
         ("42000", "[42000] The SELECT permission was denied on the object 'MasterParcels'. (229)", False),
     ],
 )
-def test_driver_errors_are_classified_and_the_password_masked(
-    sqlstate: str, text: str, transient: bool
-) -> None:
+def test_driver_errors_are_classified_and_the_password_masked(sqlstate: str, text: str, transient: bool) -> None:
     error = _source().translate(_wrapped(sqlstate, text))
     assert isinstance(error, TransientSourceError if transient else PermanentSourceError)
     assert SECRET not in str(error) and "cr}}t" not in str(error)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator
 from datetime import datetime
+from urllib.parse import quote
 
 import pandas as pd
 import psycopg
@@ -68,9 +70,7 @@ def _keys(frames: Iterator[pd.DataFrame]) -> list[object]:
     return [None if pd.isna(k) else k for frame in frames for k in frame[RAW_KEY]]
 
 
-def test_reads_every_sample_row_once_with_geometry_and_srid(
-    pg_url: str, pg_conninfo: str, pg_sample: str
-) -> None:
+def test_reads_every_sample_row_once_with_geometry_and_srid(pg_url: str, pg_conninfo: str, pg_sample: str) -> None:
     source = open_source(_sample_settings(pg_url, pg_sample))
     assert isinstance(source, PostgresSource)
     frames = list(source.batches())
@@ -84,9 +84,7 @@ def test_reads_every_sample_row_once_with_geometry_and_srid(
     # Geometry survives the trip: compare with the generator's own shapes for keys that occur once.
     original = pd.concat(sample_batches(PG_SAMPLE_COUNTY), ignore_index=True)
     original = original[original["PIN"].notna() & ~original["PIN"].duplicated(keep=False)]
-    original = original[[isinstance(g, shapely.Geometry) for g in original["Shape"]]].set_index("PIN")[
-        "Shape"
-    ]
+    original = original[[isinstance(g, shapely.Geometry) for g in original["Shape"]]].set_index("PIN")["Shape"]
     read = got[got[RAW_KEY].isin(original.index) & got[RAW_GEOM].notna()]
     shapes = shapely.from_wkb(read[RAW_GEOM].to_numpy(dtype=object))
     assert len(read) > 2_900
@@ -118,8 +116,7 @@ def _make_table(
 ) -> None:
     with psycopg.connect(conninfo) as con:
         con.execute(
-            f'CREATE TABLE {schema}."{table}" ("PIN" text, "Shape" {shape}, "LastModified" timestamp, '
-            '"OwnerName" text)'
+            f'CREATE TABLE {schema}."{table}" ("PIN" text, "Shape" {shape}, "LastModified" timestamp, "OwnerName" text)'
         )
         with con.cursor() as cur:
             cur.executemany(
@@ -178,9 +175,7 @@ def test_a_geography_column_arrives_as_longitude_latitude_with_its_srid(
 
 
 @pytest.mark.parametrize("field", ["table", "db_schema", "key_column", "geometry_column", "modified_column"])
-def test_names_from_settings_cannot_inject_sql(
-    pg_url: str, pg_conninfo: str, pg_schema: str, field: str
-) -> None:
+def test_names_from_settings_cannot_inject_sql(pg_url: str, pg_conninfo: str, pg_schema: str, field: str) -> None:
     _make_table(pg_conninfo, pg_schema, ["A", "B"])
     evil = f'MasterParcels"; DROP TABLE {pg_schema}."MasterParcels"; --'
     source = open_source(_settings(pg_url, pg_schema, **{field: evil}))
@@ -199,9 +194,7 @@ def test_a_killed_connection_is_resumed_after_the_last_complete_batch(
     with caplog.at_level(logging.WARNING, logger="countydatasync.extract"):
         for i, frame in enumerate(source.batches()):
             frames.append(frame)
-            pid = source._frame(__import__("sqlalchemy").text("SELECT pg_backend_pid() AS pid"))["pid"].iloc[
-                0
-            ]
+            pid = source._frame(__import__("sqlalchemy").text("SELECT pg_backend_pid() AS pid"))["pid"].iloc[0]
             pids.append(int(pid))
             if i in (0, 3):
                 with psycopg.connect(pg_conninfo, autocommit=True) as admin:
@@ -228,16 +221,12 @@ def test_an_extraction_reads_one_snapshot(pg_url: str, pg_conninfo: str, pg_sche
     rest = pd.concat(list(batches), ignore_index=True)
     assert list(first[RAW_KEY]) + list(rest[RAW_KEY]) == [f"K{i:03d}" for i in range(20)]
     assert "changed" not in set(rest["OwnerName"])
-    assert sorted(pd.concat(source.batches())[RAW_KEY]) == sorted(
-        [f"K{i:03d}" for i in range(19)] + ["K010a"]
-    )
+    assert sorted(pd.concat(source.batches())[RAW_KEY]) == sorted([f"K{i:03d}" for i in range(19)] + ["K010a"])
     source.close()
 
 
 def test_missing_table_fails_at_once(pg_url: str, pg_schema: str) -> None:
-    source = open_source(
-        _settings(pg_url, pg_schema, table="NoSuchTable", max_retries=5, retry_backoff_seconds=5)
-    )
+    source = open_source(_settings(pg_url, pg_schema, table="NoSuchTable", max_retries=5, retry_backoff_seconds=5))
     with pytest.raises(SchemaError, match="'NoSuchTable' not found"):
         list(source.batches())
 
@@ -298,9 +287,7 @@ def test_an_unknown_login_fails_at_once_without_the_password(pg_url: str, pg_sch
     _assert_no_secret(str(info.value))
 
 
-def test_an_unreachable_server_is_retried_then_reported(
-    pg_url: str, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_an_unreachable_server_is_retried_then_reported(pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
     url = __import__("sqlalchemy").engine.make_url(pg_url).set(port=1, password=None).render_as_string()
     source = open_source(_settings(url, "public", password=SECRET, max_retries=2, retry_backoff_seconds=0.01))
     with (
@@ -327,6 +314,8 @@ def test_an_unreachable_server_is_retried_then_reported(
         ("28P01", "password authentication failed", False),
         ("42P01", 'relation "x" does not exist', False),
         ("42501", "permission denied for table x", False),
+        (None, 'IO: [libpq] Failed to connect: invalid sslmode value: "bogus"', False),
+        (None, 'invalid connection option "sslmod"', False),
     ],
 )
 def test_errors_are_classified_by_sqlstate(sqlstate: str | None, text: str, transient: bool) -> None:
@@ -359,9 +348,7 @@ def test_keys_of_any_common_type_page_without_gaps(
             '"LastModified" timestamptz, "OwnerName" text)'
         )
         with con.cursor() as cur:
-            cur.executemany(
-                f'INSERT INTO {pg_schema}."MasterParcels" ("PIN") VALUES (%s)', [(k,) for k in keys]
-            )
+            cur.executemany(f'INSERT INTO {pg_schema}."MasterParcels" ("PIN") VALUES (%s)', [(k,) for k in keys])
     source = open_source(_settings(pg_url, pg_schema, batch_size=2, geometry_encoding="wkb"))
     got = [None if pd.isna(k) else int(k) for frame in source.batches() for k in frame[RAW_KEY]]
     assert got == [1, 2, 3, 3, 4, 5, 7, 7, 7, 9, None]
@@ -389,10 +376,122 @@ def test_a_snapshot_closed_by_the_idle_timeout_is_resumed(
         for i, frame in enumerate(source.batches()):
             keys.extend(frame[RAW_KEY])
             if i == 0:
-                source._frame(
-                    sa.text("SELECT set_config('idle_in_transaction_session_timeout', '100', false)")
-                )
+                source._frame(sa.text("SELECT set_config('idle_in_transaction_session_timeout', '100', false)"))
                 time.sleep(0.5)
     assert keys == [f"K{i:03d}" for i in range(30)]
     assert "retry 1 of 3" in caplog.text
     source.close()
+
+
+def _keyed_table(conninfo: str, schema: str, key_type: str, keys: list[str], modified: str = "timestamp") -> None:
+    with psycopg.connect(conninfo, autocommit=True) as con:
+        if key_type == "citext":
+            con.execute("CREATE EXTENSION IF NOT EXISTS citext")
+        con.execute(f"CREATE COLLATION {schema}.ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)")
+        con.execute(
+            f'CREATE TABLE {schema}."MasterParcels" ("PIN" {key_type}, "Shape" bytea, '
+            f'"LastModified" {modified}, "OwnerName" text)'
+        )
+        with con.cursor() as cur:
+            cur.executemany(
+                f'INSERT INTO {schema}."MasterParcels" ("PIN", "OwnerName") VALUES (%s, %s)',
+                [(k, f"owner {i}") for i, k in enumerate(keys)],
+            )
+
+
+def _rows(frames: Iterator[pd.DataFrame]) -> list[tuple[object, object]]:
+    return [(k, o) for frame in frames for k, o in zip(frame[RAW_KEY], frame["OwnerName"], strict=True)]
+
+
+@pytest.mark.parametrize(
+    ("key_type", "keys", "batches", "copies", "wanted", "selected"),
+    [
+        # numeric without a scale: 1.5 = 1.50 in SQL, but ADBC reads '1.5' and '1.50'
+        (
+            "numeric",
+            ["1.5", "1.50", "2"],
+            [[("1.5", "owner 0"), ("1.5", "owner 1")], [("2", "owner 2")]],
+            [("1.5", 2), ("2", 1)],
+            "1.50",
+            [("1.5", "owner 0"), ("1.5", "owner 1")],
+        ),
+        # case-insensitive keys ('a' = 'A' in SQL): paged as their text, so two keys; citext used to loop
+        (
+            "citext",
+            ["a", "A", "b"],
+            [[("A", "owner 1")], [("a", "owner 0")], [("b", "owner 2")]],
+            [("A", 1), ("a", 1), ("b", 1)],
+            "a",
+            [("a", "owner 0")],
+        ),
+        (
+            "text COLLATE {schema}.ci",
+            ["a", "A", "b"],
+            [[("A", "owner 1")], [("a", "owner 0")], [("b", "owner 2")]],
+            [("A", 1), ("a", 1), ("b", 1)],
+            "a",
+            [("a", "owner 0")],
+        ),
+    ],
+)
+def test_keys_the_database_calls_equal_are_neither_lost_nor_looped_over(
+    pg_url: str,
+    pg_conninfo: str,
+    pg_schema: str,
+    key_type: str,
+    keys: list[str],
+    batches: list[list[tuple[str, str]]],
+    copies: list[tuple[str, int]],
+    wanted: str,
+    selected: list[tuple[str, str]],
+) -> None:
+    _keyed_table(pg_conninfo, pg_schema, key_type.format(schema=pg_schema), keys)
+    source = open_source(_settings(pg_url, pg_schema, batch_size=2, geometry_encoding="wkb", max_retries=0))
+    assert [_rows(iter([frame])) for frame in itertools.islice(source.batches(), 6)] == batches
+    assert _rows(source.rows_for_keys([wanted])) == selected
+    frame = pd.concat(source.all_keys())
+    assert list(zip(frame[RAW_KEY], frame["__copies"], strict=True)) == copies
+    source.close()
+
+
+@pytest.mark.parametrize("modified", ["timestamp", "timestamptz", "text"])
+def test_a_watermark_as_text_or_datetime_matches_a_text_or_timestamp_column(
+    pg_url: str, pg_conninfo: str, pg_schema: str, modified: str
+) -> None:
+    """The sync passes text ('2024-03-01T00:00:00') exactly when the modified column holds text."""
+    _keyed_table(pg_conninfo, pg_schema, "text", ["A", "B", "C"], modified=modified)
+    with psycopg.connect(pg_conninfo, autocommit=True) as con:
+        stamps = ["2024-01-01 00:00:00", "2024-07-01 00:00:00", "2024-07-02 00:00:00"]
+        for key, stamp in zip(["A", "B", "C"], stamps, strict=True):
+            con.execute(f'UPDATE {pg_schema}."MasterParcels" SET "LastModified" = %s WHERE "PIN" = %s', (stamp, key))
+    source = open_source(_settings(pg_url, pg_schema, geometry_encoding="wkb", max_retries=0))
+    for since in ("2024-03-01T00:00:00", "2024-03-01 00:00:00", datetime(2024, 3, 1)):
+        assert source.count_rows(since) == 2  # type: ignore[arg-type]
+        assert _rows(source.batches(since)) == [("B", "owner 1"), ("C", "owner 2")]  # type: ignore[arg-type]
+    source.close()
+
+
+PASSWORD_WITH_SPACE = 'my pass@word;}%"q'
+
+
+def test_a_password_with_spaces_and_quotes_connects_and_never_shows(
+    pg_url: str, pg_conninfo: str, pg_schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server trusts local logins, so the password is carried, not checked: connecting proves ADBC got a
+    connection string libpq accepts (a URL with the raw space was refused, echoing the password)."""
+    _keyed_table(pg_conninfo, pg_schema, "text", ["A"])
+    url = __import__("sqlalchemy").engine.make_url(pg_url).set(password=None)
+    source = open_source(
+        _settings(
+            url.render_as_string(), pg_schema, geometry_encoding="wkb", max_retries=0, password=PASSWORD_WITH_SPACE
+        )
+    )
+    assert _rows(source.batches()) == [("A", "owner 0")]
+    source.close()
+    forms = {PASSWORD_WITH_SPACE, quote(PASSWORD_WITH_SPACE, safe=""), quote(PASSWORD_WITH_SPACE, safe=" +"), "my pass"}
+    bad_option = url.update_query_dict({"sslmode": "bogus"}).render_as_string()
+    for where in (url.set(database="no_such_db").render_as_string(), bad_option):
+        failing = open_source(_settings(where, pg_schema, password=PASSWORD_WITH_SPACE, retry_backoff_seconds=5))
+        with caplog.at_level(logging.DEBUG), pytest.raises(PermanentSourceError) as info:  # refused, not retried
+            list(failing.batches())
+        assert not any(form in str(info.value) + caplog.text for form in forms)

@@ -126,3 +126,11 @@ def test_the_log_filter_redacts_message_arguments_and_traceback() -> None:
     assert "Rutabaga" not in joined
     assert "Traceback" in joined and "RuntimeError: login failed: PWD=***" in joined
     assert "sync failed for ***" in joined
+
+
+def test_a_secret_as_sqlalchemy_writes_it_into_a_url_is_removed() -> None:
+    """SQLAlchemy leaves spaces and + in a URL's password; libpq then refused the URL and quoted it back."""
+    secret = 'my pass@word;}%"q'
+    register_secret(secret)
+    echoed = 'Failed to connect: unexpected spaces found in "my pass%40word%3B%7D%25%22q", use %20 instead'
+    assert redact(echoed) == f'Failed to connect: unexpected spaces found in "{MASK}", use %20 instead'

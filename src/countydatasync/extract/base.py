@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from countydatasync.errors import SchemaError
 from countydatasync.settings import Settings
 
 RAW_KEY = "__key"
@@ -96,6 +97,11 @@ def paginate(
     A page's trailing rows that share its last key are held back and re-read at the start of the next
     page, so duplicates of one key always meet in one batch; a page made of one key only is completed with
     `fetch_equal(key)`. Each page costs one indexed range query however deep it is, unlike OFFSET.
+
+    Keys are told apart with Python's `==`, so a backend must return keys that are equal in Python exactly
+    when the database calls them equal (1.5 and 1.50, or 'a' and 'A' under a case-insensitive collation,
+    would otherwise be split at a page edge and the row after the split skipped); and a key bound back as
+    `last` must select the rows after it. A page whose last key does not move on raises a SchemaError.
     """
     last: Any | None = None
     while True:
@@ -112,7 +118,19 @@ def paginate(
         head = page.iloc[:cut] if keep[:cut].all() else page[keep]
         if head.empty:
             yield fetch_equal(tail_key)
-            last = tail_key
+            last = check_progress(last, tail_key)
         else:
             yield head.reset_index(drop=True)
-            last = head[RAW_KEY].iloc[-1]
+            last = check_progress(last, head[RAW_KEY].iloc[-1])
+
+
+def check_progress(previous: Any | None, last: Any) -> Any:
+    """`last`, the key the next page starts after; a SchemaError if it is the key the page started after,
+    which would read the same page forever (a key type the driver returns in a form that, bound back,
+    no longer compares as the stored key)."""
+    if previous is not None and bool(last == previous):
+        raise SchemaError(
+            f"paging by the key column stopped at key {last!r}: the driver returns keys of this column's "
+            "type in a form that does not compare with the stored keys; use a text or integer key column"
+        )
+    return last

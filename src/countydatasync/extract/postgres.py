@@ -21,7 +21,6 @@ deleted or re-keyed during the run may or may not be seen, and the next run pick
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any
 
 import adbc_driver_postgresql.dbapi as adbc
@@ -29,6 +28,8 @@ import pandas as pd
 import psycopg
 import pyarrow as pa
 import sqlalchemy as sa
+from psycopg.conninfo import make_conninfo
+from sqlalchemy.dialects.postgresql import CITEXT, DOMAIN
 from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
 from sqlalchemy.engine import URL
 
@@ -43,7 +44,8 @@ log = logging.getLogger(__name__)
 # and a snapshot closed by idle_in_transaction_session_timeout while the sync was busy writing.
 TRANSIENT_CLASSES = ("08", "53")
 TRANSIENT_CODES = {"40001", "40P01", "57P01", "57P02", "57P03", "57014", "55P03", "25P03"}
-# A failed connection attempt carries no SQLSTATE; the server's FATAL text tells refusals from outages.
+# A failed connection attempt carries no SQLSTATE; the server's FATAL text tells refusals from outages,
+# and libpq's own text a connection string it cannot use (a setting in the URL that needs fixing).
 REFUSED_LOGIN = (
     "authentication failed",
     "does not exist",
@@ -51,6 +53,18 @@ REFUSED_LOGIN = (
     "permission denied",
     "not permitted to log in",
     "no password supplied",
+    "invalid connection option",
+    "invalid integer value",
+    "invalid port number",
+    "invalid sslmode value",
+    "unexpected spaces found",
+    "invalid percent-encoded token",
+)
+
+# Whether the key column's collation is deterministic (equal means identical text); true without a collation.
+KEY_COLLATION_IS_DETERMINISTIC = sa.text(
+    "SELECT coalesce(bool_and(c.collisdeterministic), true) FROM pg_attribute a "
+    "JOIN pg_collation c ON c.oid = a.attcollation WHERE a.attrelid = to_regclass(:table) AND a.attname = :column"
 )
 
 HINTS = {
@@ -65,6 +79,17 @@ def _pandas_type(arrow_type: pa.DataType) -> Any:
     if arrow_type in (pa.string(), pa.large_string()):
         return ARROW_TEXT
     return None
+
+
+def compares_as_stored(key_type: Any) -> bool:
+    """Whether keys of this reflected type can be paged by the column itself: ADBC returns them as values
+    that bind back as the same key and that Python finds equal exactly when PostgreSQL does (integers,
+    decimals, plain text). citext, for one, comes back as bytes and ignores case."""
+    while isinstance(key_type, DOMAIN):
+        key_type = key_type.data_type
+    if isinstance(key_type, sa.Integer | sa.Numeric):
+        return True
+    return isinstance(key_type, sa.String) and not isinstance(key_type, CITEXT | sa.Enum)
 
 
 def is_transient(sqlstate: str | None, text: str, connection_error: bool = True) -> bool:
@@ -82,9 +107,14 @@ class PostgresSource(SqlSource):
         # Plain postgresql:// URLs use psycopg 3 too (SQLAlchemy's default would be psycopg2).
         url = url.set(drivername="postgresql+psycopg")
         super().__init__(url, spec, pool_pre_ping=True)
-        self.adbc_uri = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        # ADBC connects with the libpq conninfo psycopg would use, every value quoted as libpq needs: a URI
+        # rendered by SQLAlchemy keeps the spaces of a password, which libpq rejects, echoing the password.
+        args, options = self.dialect.create_connect_args(url)
+        self.adbc_conninfo = make_conninfo(*args, **options)
         # Statements compiled for ADBC use $1, $2 ... placeholders.
         self.adbc_dialect = pg_dialect.dialect(paramstyle="numeric_dollar")
+        self.key_as_text = False
+        """Whether keys are compared as text (see `key_expression`); set by the catalog check."""
 
     # --- dialect hooks ---------------------------------------------------------------------------------
     def geometry_expression(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
@@ -95,12 +125,43 @@ class PostgresSource(SqlSource):
     def srid_expression(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any] | None:
         return sa.func.ST_SRID(column) if self.spec.geometry_encoding == "native" else None
 
+    def key_expression(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """The key column itself when it `compares_as_stored` under a deterministic collation; otherwise its
+        text under the binary collation "C", so that keys are equal exactly when their text is ('a' and 'A'
+        of a citext or case-insensitive key are two keys). Such keys are sorted without the column's index."""
+        return sa.cast(column, sa.Text).collate("C") if self.key_as_text else column
+
     def key_parameter(self, parameter: sa.BindParameter[Any]) -> sa.ColumnElement[Any]:
         # ADBC returns NUMERIC keys as text and binds Python str as text; PostgreSQL has no numeric > text.
-        key_type = self.catalog_types.get(self.spec.key_column)
+        key_type = sa.Text() if self.key_as_text else self.catalog_types.get(self.spec.key_column)
         if key_type is None or isinstance(key_type, sa.types.NullType):
             return parameter
         return sa.cast(parameter, key_type)
+
+    def key_output(self, key: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        # A NUMERIC without a declared scale keeps each value's own: 1.5 and 1.50 are one key, read as '1.5'.
+        key_type = self.catalog_types.get(self.spec.key_column)
+        if isinstance(key_type, sa.Numeric) and key_type.scale is None and not self.key_as_text:
+            return sa.func.trim_scale(key)
+        return key
+
+    def modified_parameter(self, parameter: sa.BindParameter[Any]) -> sa.ColumnElement[Any]:
+        # PostgreSQL compares text with text and timestamps with timestamps only: `since` takes the column's type.
+        modified_type = self.catalog_types.get(self.spec.modified_column or "")
+        if modified_type is None or isinstance(modified_type, sa.types.NullType):
+            return parameter
+        return sa.cast(parameter, modified_type)
+
+    def _reflect(self) -> sa.Table:
+        table = super()._reflect()
+        target = {"table": self.dialect.identifier_preparer.format_table(table), "column": self.spec.key_column}
+        try:
+            with self.engine.connect() as connection:
+                deterministic = connection.execute(KEY_COLLATION_IS_DETERMINISTIC, target).scalar_one()
+        except sa.exc.DBAPIError as exc:
+            raise self.translate(exc) from None
+        self.key_as_text = not (deterministic and compares_as_stored(self.catalog_types[self.spec.key_column]))
+        return table
 
     def translate(self, exc: BaseException) -> SourceError:
         original = getattr(exc, "orig", None) or exc
@@ -119,18 +180,14 @@ class PostgresSource(SqlSource):
     def connect(self) -> Any:
         # Statements are built from the checked catalog (psycopg, with SQLSTATEs) before any session opens.
         try:
-            session = adbc.connect(self.adbc_uri, autocommit=True)
+            session = adbc.connect(self.adbc_conninfo, autocommit=True)
         except adbc.Error as exc:
             raise self.translate(exc) from None
         if self._in_snapshot:
             self.run(session, sa.text("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"), {}, results=False)
         return session
 
-    def run(
-        self, session: Any, stmt: sa.Executable, params: dict[str, Any], results: bool = True
-    ) -> pd.DataFrame:
-        if isinstance(params.get("since"), str):
-            params = {**params, "since": datetime.fromisoformat(params["since"])}
+    def run(self, session: Any, stmt: sa.Executable, params: dict[str, Any], results: bool = True) -> pd.DataFrame:
         expanded = stmt.compile(dialect=self.adbc_dialect).construct_expanded_state(params)  # type: ignore[attr-defined]
         values = list(expanded.positional_parameters)
         try:

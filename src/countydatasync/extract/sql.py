@@ -42,6 +42,7 @@ from countydatasync.extract.base import (
     RAW_MODIFIED,
     RAW_SRID,
     SourceSpec,
+    check_progress,
     paginate,
 )
 
@@ -141,6 +142,11 @@ class SqlSource:
         type, for drivers that bind keys read back as text)."""
         return parameter
 
+    def modified_parameter(self, parameter: sa.BindParameter[Any]) -> sa.ColumnElement[Any]:
+        """The `since` value bound for comparison with the modified column: a datetime, or text when the
+        column holds text (a backend may cast it to the column's type)."""
+        return parameter
+
     def translate(self, exc: BaseException) -> SourceError:
         """Map a driver error to the package's error tree, without the URL's secrets. Backends classify
         their driver's codes; this default treats a connection SQLAlchemy saw drop as transient and
@@ -158,6 +164,7 @@ class SqlSource:
         password = str(self.url.password or "")
         if password:
             forms = {password, quote(password, safe=""), quote_plus(password), password.replace("}", "}}")}
+            forms.add(quote(password, safe=" +"))  # as SQLAlchemy writes it into a URL
             for form in sorted(forms, key=len, reverse=True):
                 text = text.replace(form, "***")
         return text
@@ -178,7 +185,7 @@ class SqlSource:
         table = self.table()
         spec = self.spec
         cols: list[sa.ColumnElement[Any]] = [
-            table.c[spec.key_column].label(RAW_KEY),
+            self.key_output(self.key_expression(table.c[spec.key_column])).label(RAW_KEY),
             self.geometry_expression(table.c[spec.geometry_column]).label(RAW_GEOM),
         ]
         srid = self.srid_expression(table.c[spec.geometry_column])
@@ -196,7 +203,7 @@ class SqlSource:
         if after:
             stmt = stmt.where(key > self.key_parameter(sa.bindparam("last")))
         if modified_since is not None:
-            stmt = stmt.where(self.modified_column() > sa.bindparam("since"))
+            stmt = stmt.where(self.modified_column() > self.modified_parameter(sa.bindparam("since")))
         return stmt.order_by(key).limit(limit)
 
     # --- sessions ------------------------------------------------------------------------------------
@@ -291,7 +298,7 @@ class SqlSource:
             yield from paginate(fetch_after, fetch_equal, self.spec.batch_size)
             nulls = self.select_rows().where(self.table().c[self.spec.key_column].is_(None))
             if modified_since is not None:
-                nulls = nulls.where(self.modified_column() > sa.bindparam("since"))
+                nulls = nulls.where(self.modified_column() > self.modified_parameter(sa.bindparam("since")))
             null_rows = self._frame(nulls, base)
             if len(null_rows):
                 yield null_rows
@@ -330,7 +337,7 @@ class SqlSource:
             yield frame
             if len(frame) < limit:
                 return
-            last = frame[RAW_KEY].iloc[-1]
+            last = check_progress(last, frame[RAW_KEY].iloc[-1])
 
     def key_output(self, key: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         """The key as returned to Python (a backend may cast it, e.g. to text)."""
@@ -339,9 +346,10 @@ class SqlSource:
     def count_rows(self, modified_since: datetime | None = None) -> int:
         """How many rows `batches` will yield (for progress bars; the source may change meanwhile)."""
         stmt = sa.select(sa.func.count()).select_from(self.table())
-        if modified_since is not None:
-            stmt = stmt.where(self.modified_column() > modified_since)
-        return int(self._frame(stmt).iloc[0, 0])
+        if modified_since is None:
+            return int(self._frame(stmt).iloc[0, 0])
+        stmt = stmt.where(self.modified_column() > self.modified_parameter(sa.bindparam("since")))
+        return int(self._frame(stmt, {"since": modified_since}).iloc[0, 0])
 
     def close(self) -> None:
         self._drop_session()

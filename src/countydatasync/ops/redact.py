@@ -96,7 +96,8 @@ def _variants(secret: str) -> set[str]:
     """The forms a secret takes when it is embedded in a URL, an ODBC string, a repr() or JSON."""
     forms = {repr(secret)[1:-1], json.dumps(secret)[1:-1]}
     for embedded in (secret, secret.replace("}", "}}"), "{" + secret.replace("}", "}}") + "}"):
-        forms |= {embedded, quote(embedded, safe=""), quote_plus(embedded)}
+        # quote(safe=" +") is how SQLAlchemy writes a password into a URL; drivers echo that URL back.
+        forms |= {embedded, quote(embedded, safe=""), quote_plus(embedded), quote(embedded, safe=" +")}
     return {f for f in forms if len(f) >= MIN_SECRET_LENGTH}
 
 
