@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy import URL
 
 from countydatasync import __version__
 from countydatasync.errors import CountyDataSyncError
@@ -151,26 +152,28 @@ def init(
     if path.exists() and not force:
         err.print(f"[bold red]error:[/] {path} exists; use --force to overwrite it")
         raise typer.Exit(1)
-    path.write_text(settings_template(), encoding="utf-8")
+    with _errors():
+        path.write_text(settings_template(), encoding="utf-8")
     console.print(f"wrote {path}")
 
 
 @app.command()
 def sample(
     path: Annotated[Path, typer.Argument(help="SQLite file to create.")] = Path("data/sample_county.sqlite"),
-    parcels: Annotated[int, typer.Option(help="Number of parcels.")] = 50_000,
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same county.")] = 2927,
+    parcels: Annotated[int, typer.Option(min=0, help="Number of parcels.")] = 50_000,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed; the same seed gives the same county.")] = 2927,
 ) -> None:
     """Create the deterministic sample county (a MasterParcels table in SQLite)."""
     from countydatasync.sample.county import SampleCounty, write_sample_county
 
-    write_sample_county(path, SampleCounty(parcels=parcels, seed=seed))
+    with _errors():
+        write_sample_county(path, SampleCounty(parcels=parcels, seed=seed))
     console.print(f"wrote {parcels:,} sample parcels to {path}")
 
 
 @app.command()
 def demo(
-    parcels: Annotated[int, typer.Option(help="Sample county size.")] = 50_000,
+    parcels: Annotated[int, typer.Option(min=0, help="Sample county size.")] = 50_000,
     directory: Annotated[Path, typer.Option(help="Folder for the sample source and the staging DBs.")] = Path("."),
 ) -> None:
     """Make the sample county if missing, sync it into the three staging databases, print the summary."""
@@ -179,8 +182,10 @@ def demo(
     source = directory / "data" / "sample_county.sqlite"
     if not source.is_file():
         console.print(f"making the sample county ({parcels:,} parcels) in {source}")
-        write_sample_county(source, SampleCounty(parcels=parcels))
-    settings = Settings(source={"url": f"sqlite:///{source.as_posix()}"}, output={"directory": directory / "staging"})
+        with _errors():
+            write_sample_county(source, SampleCounty(parcels=parcels))
+    url = URL.create("sqlite", database=str(source)).render_as_string()  # escapes '%', '?' and '#' in the path
+    settings = Settings(source={"url": url}, output={"directory": directory / "staging"})
     _report(_run(settings))
 
 

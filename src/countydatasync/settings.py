@@ -27,6 +27,48 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 ColumnType = Literal["text", "integer", "real", "date", "datetime", "boolean"]
 
+# The fixed columns of every table that the key and the carried columns go into, in lower case: SQLite
+# compares names without regard to case. They follow load/geopackage.py, load/working.py, load/stats.py and
+# the temp tables of sync/apply.py and sync/reconcile.py; tests/test_settings_names.py checks them.
+COLUMN_TABLES = {  # tables of the key and of every carried column
+    "geo DB layer": {"fid", "geom", "gis_acres", "sync_status", "sync_note"},
+    "working DB parcels": {
+        "gis_acres",
+        "sync_status",
+        "sync_reason",
+        "sync_message",
+        "attr_hash",
+        "geom_hash",
+        "first_seen",
+        "source_modified",
+        "last_changed",
+        "last_synced",
+        "last_run_id",
+        "in_geo",
+    },
+    "run's staged rows": {
+        "gis_acres",
+        "sync_reason",
+        "attr_hash",
+        "geom_hash",
+        "source_modified",
+        "staging_state",
+        "staging_fid",
+        "staging_geom",
+    },
+}
+KEY_TABLES = {  # tables of the key alone
+    "working DB errors": {"id", "run_id", "source_row", "reason", "message", "excerpt", "severity"},
+    "working DB change_log": {"id", "run_id", "action", "changed_fields", "at"},
+    "run's change-log query": {"n", "fields"},
+    "run's moved boxes": {"minx", "maxx", "miny", "maxy"},
+    "run's source keys": {"copies", "stored"},
+}
+AGGREGATE_COLUMNS = {"dimension", "value", "parcel_count"}  # the stats DB adds <measure>_sum, _count and _mean
+MEASURE_SUFFIXES = ("_sum", "_count", "_mean")
+# SQLite's own tables, the GeoPackage's, and the R-tree tables of a layer (rtree_<layer>_geom and its shadows).
+RESERVED_LAYER = re.compile(r"^(sqlite_|gpkg_|rtree_.+_geom(_node|_parent|_rowid)?$)", re.IGNORECASE)
+
 
 class ColumnSpec(BaseModel):
     """One attribute column carried from the source into the staging databases."""
@@ -165,6 +207,11 @@ class OutputSettings(BaseModel):
     def _plain_layer(cls, value: str) -> str:
         if not _IDENTIFIER.match(value):
             raise ValueError(f"layer {value!r} must be letters, digits and underscores")
+        if RESERVED_LAYER.match(value):
+            raise ValueError(
+                f"layer {value!r} is reserved: names starting with sqlite_ or gpkg_, and rtree_..._geom names, "
+                "belong to SQLite, the GeoPackage or its R-tree indexes; choose another"
+            )
         return value
 
     @property
@@ -300,6 +347,47 @@ class AlertSettings(BaseModel):
         return bool(self.smtp_host and self.to)
 
 
+def _same_names(names: list[str]) -> list[list[str]]:
+    """The names given more than once, in groups of those SQLite takes for one (it ignores case)."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name.lower(), []).append(name)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def _tables_with(name: str, tables: dict[str, set[str]]) -> list[str]:
+    """The tables that have a fixed column called `name`, in any case."""
+    return [table for table, fixed in tables.items() if name.lower() in fixed]
+
+
+def _name_problems(key: str, columns: list[str], stats: StatsSettings) -> list[str]:
+    """One message per output name that would meet another in one of our tables: SQLite refuses a table
+    with two columns of one name, and it ignores case when it compares them."""
+    problems = []
+    if taken := _tables_with(key, {**COLUMN_TABLES, **KEY_TABLES}):
+        problems.append(
+            f"source.key_name {key!r} is reserved: a column of that name (in any case) is in the "
+            f"{' and the '.join(taken)}; choose another"
+        )
+    if twice := _same_names([key, *columns]):
+        problems.append(
+            "columns: output names used twice (SQLite ignores case; source.key_name counts): "
+            + ", ".join(" = ".join(group) for group in twice)
+        )
+    if reserved := [f"{n} ({', '.join(t)})" for n in columns if (t := _tables_with(n, COLUMN_TABLES))]:
+        problems.append(f"columns: output names reserved: {', '.join(reserved)} (SQLite ignores case)")
+    for setting, names in (("dimensions", stats.dimensions), ("measures", stats.measures)):
+        if twice := _same_names(names):
+            problems.append(f"stats.{setting}: listed more than once: {', '.join(group[0] for group in twice)}")
+    derived = [m + s for m in stats.measures for s in MEASURE_SUFFIXES if (m + s).lower() in AGGREGATE_COLUMNS]
+    if derived:
+        problems.append(
+            f"stats.measures: the stats DB's aggregates table has a column {', '.join(derived)} of its own; "
+            "rename the measure's column"
+        )
+    return problems
+
+
 class Settings(BaseSettings):
     """Everything a run needs. Each field has a default and help text; `countydatasync init` writes them out."""
 
@@ -323,31 +411,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        names = [c.name for c in self.columns]
-        reserved = {
-            self.source.key_name,
-            "fid",
-            "geom",
-            "sync_note",
-            "gis_acres",
-            "sync_status",
-            "sync_reason",
-            "sync_message",
-            "attr_hash",
-            "geom_hash",
-            "first_seen",
-            "source_modified",
-            "last_changed",
-            "last_synced",
-            "last_run_id",
-            "in_geo",
-            "staging_state",
-            "staging_fid",
-            "staging_geom",
-        }
-        clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & reserved))
-        if clash:
-            raise ValueError(f"output column names used twice or reserved: {', '.join(clash)}")
+        problems = _name_problems(self.source.key_name, [c.name for c in self.columns], self.stats)
+        if problems:
+            raise ValueError("; ".join(problems))
         types = {c.name: c.type for c in self.columns}
         for dim in self.stats.dimensions:
             if dim not in types:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import adbc_driver_sqlite.dbapi as adbc
 import pandas as pd
@@ -34,8 +35,10 @@ class SqliteSource(SqlSource):
         if not url.database or not path.is_file():
             # Never fall back to sample data: a wrong path must fail the run loudly.
             raise PermanentSourceError(f"source SQLite file {path} does not exist")
-        self.uri = f"file:{path.resolve()}?mode=ro"
-        read_only = URL.create("sqlite", database=f"file:{path.resolve()}", query={"mode": "ro", "uri": "true"})
+        # Percent-encoded: in a URI, '#' or '?' in the path would end it and '%' would start an escape.
+        file_uri = f"file:{quote(path.resolve().as_posix())}"
+        self.uri = f"{file_uri}?mode=ro"
+        read_only = URL.create("sqlite", database=file_uri, query={"mode": "ro", "uri": "true"})
         super().__init__(read_only, spec)
         self.description = f"sqlite:///{path} table {spec.table}"
         self._adbc: Any = None

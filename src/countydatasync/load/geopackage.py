@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from pyproj import CRS
+from pyproj.exceptions import CRSError
 
 from countydatasync.settings import ColumnSpec
 
@@ -66,6 +67,14 @@ REQUIRED_SRS = [
     ("Undefined cartesian SRS", -1, "NONE", -1, "undefined", "undefined cartesian coordinate reference system"),
     ("Undefined geographic SRS", 0, "NONE", 0, "undefined", "undefined geographic coordinate reference system"),
 ]
+# gpkg_extensions row of the WKT2 column (GeoPackage 1.4, Annex F.10), for CRSs that have no WKT1.
+CRS_WKT_EXTENSION = (
+    "gpkg_spatial_ref_sys",
+    "definition_12_063",
+    "gpkg_crs_wkt",
+    "http://www.geopackage.org/spec120/#extension_crs_wkt",
+    "read-write",
+)
 
 
 def q(name: str) -> str:
@@ -115,6 +124,61 @@ def _count_trigger_sql(layer: str) -> dict[str, str]:
     }
 
 
+def _wkt1(crs: CRS) -> str | None:
+    try:
+        return crs.to_wkt("WKT1_GDAL")
+    except CRSError:
+        return None
+
+
+def _has_wkt2_column(con: sqlite3.Connection, schema: str) -> bool:
+    columns = con.execute(f"PRAGMA {schema}.table_info(gpkg_spatial_ref_sys)").fetchall()
+    return any(column[1] == "definition_12_063" for column in columns)
+
+
+def _add_crs_wkt_extension(con: sqlite3.Connection, schema: str) -> None:
+    """Add the gpkg_crs_wkt extension's definition_12_063 column, filled for the rows already there.
+
+    A NOT NULL column added to a table with rows needs a default; the standard allows '' (an older version
+    of the extension had it)."""
+    con.execute(f"ALTER TABLE {schema}.gpkg_spatial_ref_sys ADD COLUMN definition_12_063 TEXT NOT NULL DEFAULT ''")
+    rows = con.execute(f"SELECT srs_id, organization, organization_coordsys_id FROM {schema}.gpkg_spatial_ref_sys")
+    wkt2 = [
+        (CRS.from_epsg(code).to_wkt("WKT2_2015") if organization.upper() == "EPSG" else "undefined", srs_id)
+        for srs_id, organization, code in rows.fetchall()
+    ]
+    con.executemany(f"UPDATE {schema}.gpkg_spatial_ref_sys SET definition_12_063 = ? WHERE srs_id = ?", wkt2)
+    con.execute(f"INSERT INTO {schema}.gpkg_extensions VALUES (?, ?, ?, ?, ?)", CRS_WKT_EXTENSION)
+
+
+def _register_crs(con: sqlite3.Connection, schema: str, srid: int) -> None:
+    """Add EPSG:`srid` to gpkg_spatial_ref_sys (if missing) as WKT1, the form every reader knows. Some CRSs
+    have no WKT1 form (EPSG:6201, NAD27 / Michigan Central, among others): those are written as GDAL writes
+    them, with definition 'undefined' and the WKT2 in the gpkg_crs_wkt extension's definition_12_063 column."""
+    if con.execute(f"SELECT 1 FROM {schema}.gpkg_spatial_ref_sys WHERE srs_id = ?", (srid,)).fetchone():
+        return
+    crs = CRS.from_epsg(srid)
+    wkt1 = _wkt1(crs)
+    has_wkt2 = _has_wkt2_column(con, schema)
+    if wkt1 is None and not has_wkt2:
+        _add_crs_wkt_extension(con, schema)
+        has_wkt2 = True
+    row = {
+        "srs_name": crs.name,
+        "srs_id": srid,
+        "organization": "EPSG",
+        "organization_coordsys_id": srid,
+        "definition": wkt1 or "undefined",
+        "description": f"EPSG:{srid}",
+    }
+    if has_wkt2:
+        row["definition_12_063"] = crs.to_wkt("WKT2_2015")
+    con.execute(
+        f"INSERT INTO {schema}.gpkg_spatial_ref_sys ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+        list(row.values()),
+    )
+
+
 def layer_columns(key_name: str, columns: Sequence[ColumnSpec]) -> list[tuple[str, str]]:
     """(name, SQL type) of the layer's attribute columns, in table order after fid and geom."""
     return [
@@ -135,12 +199,12 @@ def create_layer(
     con.execute(f"PRAGMA {s}.user_version = {GPKG_USER_VERSION}")
     for ddl in CORE_DDL:
         con.execute(ddl.format(s=s))
-    con.executemany(f"INSERT OR IGNORE INTO {s}.gpkg_spatial_ref_sys VALUES (?, ?, ?, ?, ?, ?)", REQUIRED_SRS)
-    crs = CRS.from_epsg(srid)
-    con.execute(
-        f"INSERT OR IGNORE INTO {s}.gpkg_spatial_ref_sys VALUES (?, ?, 'EPSG', ?, ?, ?)",
-        (crs.name, srid, srid, crs.to_wkt("WKT1_GDAL"), f"EPSG:{srid}"),
+    con.executemany(
+        f"INSERT OR IGNORE INTO {s}.gpkg_spatial_ref_sys (srs_name, srs_id, organization, organization_coordsys_id, "
+        "definition, description) VALUES (?, ?, ?, ?, ?, ?)",
+        REQUIRED_SRS,
     )
+    _register_crs(con, s, srid)
     attrs = ", ".join(
         f"{q(name)} {typ}{' NOT NULL UNIQUE' if name == key_name else ''}"
         for name, typ in layer_columns(key_name, columns)
@@ -168,8 +232,10 @@ def drop_layer(con: sqlite3.Connection, schema: str, layer: str) -> None:
     """Remove the layer, its R-tree and its registrations (a schema change rebuilds the layer)."""
     con.execute(f"DROP TABLE IF EXISTS {schema}.{q(rtree_name(layer))}")
     con.execute(f"DROP TABLE IF EXISTS {schema}.{q(layer)}")
+    # SQLite dropped the table whatever the case of its name; the registrations must go alike, or a layer
+    # renamed from parcels to Parcels would be registered twice.
     for table in ("gpkg_extensions", "gpkg_geometry_columns", "gpkg_ogr_contents", "gpkg_contents"):
-        con.execute(f"DELETE FROM {schema}.{table} WHERE table_name = ?", (layer,))
+        con.execute(f"DELETE FROM {schema}.{table} WHERE lower(table_name) = lower(?)", (layer,))
 
 
 def drop_triggers(con: sqlite3.Connection, schema: str, layer: str) -> None:

@@ -143,8 +143,11 @@ class _Run:
         """Create missing tables; rebuild ours when the settings changed their shape. True when rebuilt."""
         s = self.settings
         layer = s.output.layer
+        # NOCASE: SQLite table names ignore case, so "Parcels" is the existing layer "parcels", renamed.
         has_layer = (
-            con.execute(f"SELECT 1 FROM {GEO}.sqlite_master WHERE type = 'table' AND name = ?", (layer,)).fetchone()
+            con.execute(
+                f"SELECT 1 FROM {GEO}.sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE", (layer,)
+            ).fetchone()
             is not None
         )
         stored = working.get_state(con, WORKING, "fingerprint")

@@ -8,7 +8,9 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 import shapely
-from pyproj import CRS
+from pyproj import CRS, Transformer
+from pyproj.crs import ProjectedCRS
+from pyproj.crs.coordinate_operation import LambertAzimuthalEqualAreaConversion
 
 from countydatasync.errors import ConfigError
 from countydatasync.extract.base import RAW_GEOM, RAW_KEY, RAW_MODIFIED, RAW_SRID
@@ -62,6 +64,22 @@ class TransformPlan:
             return None
         metres = crs.axis_info[0].unit_conversion_factor
         return metres * metres / SQ_METRES_PER_ACRE
+
+    def acres(self, geoms: np.ndarray) -> np.ndarray:
+        """Areas in acres (4 decimals) of polygons in the output CRS. A degree has no fixed size, so polygons
+        in geographic coordinates are measured in a Lambert azimuthal equal-area projection centred on them
+        (true areas anywhere; the centre only keeps the numbers small)."""
+        factor = self.acres_per_square_unit
+        if factor is None:
+            if not self.output_crs.is_geographic:
+                return np.full(len(geoms), np.nan)
+            minx, miny, maxx, maxy = shapely.total_bounds(geoms)
+            centred = LambertAzimuthalEqualAreaConversion((miny + maxy) / 2, (minx + maxx) / 2)
+            equal_area = ProjectedCRS(centred, geodetic_crs=self.output_crs)
+            to_metres = Transformer.from_crs(self.output_crs, equal_area, always_xy=True)
+            geoms = shapely.transform(geoms, lambda xy: np.column_stack(to_metres.transform(xy[:, 0], xy[:, 1])))
+            factor = 1 / SQ_METRES_PER_ACRE
+        return np.round(shapely.area(geoms) * factor, 4)
 
 
 @dataclass
@@ -184,8 +202,7 @@ def transform_batch(raw: pd.DataFrame, plan: TransformPlan, first_row: int = 0) 
     wkb = shapely.to_wkb(geoms) if len(geoms) else np.empty(0, dtype=object)
     geom_hash = _hash(pd.Series(wkb, dtype=object), categorize=False) if len(geoms) else np.empty(0, dtype=np.int64)
     parcels.insert(0, plan.key_name, keys[good].to_numpy(dtype=object))
-    factor = plan.acres_per_square_unit
-    parcels["gis_acres"] = np.round(shapely.area(geoms) * factor, 4) if factor and len(geoms) else np.nan
+    parcels["gis_acres"] = plan.acres(geoms) if len(geoms) else np.nan
     parcels["sync_note"] = np.where(repaired[good], Reason.INVALID_GEOMETRY_REPAIRED.value, None)
 
     max_modified, style = None, "datetime"
