@@ -106,12 +106,18 @@ def _report(result: RunResult) -> None:
 
 def _run(settings: Settings, full: bool = False, dry_run: bool = False) -> RunResult:
     """A sync with rotating logs and e-mail alerts; the alert sees the original error before it is printed."""
-    from countydatasync.ops.alerts import run_and_notify
+    from countydatasync.ops.alerts import notify_run, run_and_notify
     from countydatasync.ops.logs import configure_logging
     from countydatasync.sync import run_sync
 
     with _errors():
-        configure_logging(settings, console_stream=err)
+        try:
+            configure_logging(settings, console_stream=err)
+        except CountyDataSyncError as exc:
+            # No run without its log file: unattended, the file is the only record of what a run did. The
+            # run fails (exit 1) and, like any failed run, is e-mailed, so the setting is fixed the same day.
+            notify_run(settings, None, exc)
+            raise
     with _errors(), _progress() as progress:
         return run_and_notify(
             settings,

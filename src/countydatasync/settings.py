@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -70,7 +70,14 @@ MEASURE_SUFFIXES = ("_sum", "_count", "_mean")
 RESERVED_LAYER = re.compile(r"^(sqlite_|gpkg_|rtree_.+_geom(_node|_parent|_rowid)?$)", re.IGNORECASE)
 
 
-class ColumnSpec(BaseModel):
+class SettingsSection(BaseModel):
+    """Base of every section: an unknown key (`repeat_minute`, `pasword`) is an error naming it, not a
+    setting silently left at its default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ColumnSpec(SettingsSection):
     """One attribute column carried from the source into the staging databases."""
 
     source: str = Field(description="Column name in the source table.")
@@ -115,7 +122,7 @@ def _sample_columns() -> list[ColumnSpec]:
     return [ColumnSpec(source=s, name=n, type=t) for s, n, t in pairs]  # type: ignore[arg-type]
 
 
-class SourceSettings(BaseModel):
+class SourceSettings(SettingsSection):
     """Where MasterParcels lives and how its key and geometry are stored."""
 
     url: str = Field(
@@ -173,7 +180,7 @@ class SourceSettings(BaseModel):
         return value
 
 
-class StatsSettings(BaseModel):
+class StatsSettings(SettingsSection):
     """Which carried columns (by output name) feed the aggregates in the stats DB."""
 
     dimensions: list[str] = Field(
@@ -186,7 +193,7 @@ class StatsSettings(BaseModel):
     )
 
 
-class OutputSettings(BaseModel):
+class OutputSettings(SettingsSection):
     """The three staging databases."""
 
     directory: Path = Field(default=Path("staging"), description="Folder of the staging databases.")
@@ -227,7 +234,7 @@ class OutputSettings(BaseModel):
         return self.directory / self.working_db
 
 
-class WebSettings(BaseModel):
+class WebSettings(SettingsSection):
     """The dashboard and REST API started by `countydatasync serve`."""
 
     host: str = Field(
@@ -292,12 +299,14 @@ class WebSettings(BaseModel):
         return self
 
 
-class LoggingSettings(BaseModel):
+class LoggingSettings(SettingsSection):
     """Where the service writes its log; the CLI and the server set this up once at start."""
 
     file: Path = Field(default=Path("logs/countydatasync.log"), description="Log file (rotated by size).")
     max_bytes: int = Field(default=10_000_000, ge=0, description="Rotate the log file at this size (0: never).")
-    backup_count: int = Field(default=5, ge=0, description="Rotated log files kept beside the current one.")
+    backup_count: int = Field(
+        default=5, ge=0, description="Rotated log files kept beside the current one (at least 1 when max_bytes is set)."
+    )
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Lowest level written to the file and the console."
     )
@@ -305,8 +314,17 @@ class LoggingSettings(BaseModel):
         default=False, description="Write the log file as JSON lines (one object per record) for log shippers."
     )
 
+    @model_validator(mode="after")
+    def _rotation_keeps_a_file(self) -> LoggingSettings:
+        # Rotating into no backup file would either empty the log or never rotate it at all.
+        if self.max_bytes > 0 and self.backup_count < 1:
+            raise ValueError(
+                "backup_count must be at least 1 when max_bytes is set; set max_bytes = 0 to never rotate"
+            )
+        return self
 
-class AlertSettings(BaseModel):
+
+class AlertSettings(SettingsSection):
     """E-mail alerts for failed runs and runs that reject too many rows. Off until smtp_host and to are set."""
 
     smtp_host: str | None = Field(default=None, description="SMTP server; empty disables alerts.")

@@ -4,6 +4,10 @@ within the interval, and a dead SMTP server never hides the run's own error."""
 from __future__ import annotations
 
 import logging
+import select
+import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -259,3 +263,102 @@ def test_a_damaged_state_file_does_not_silence_alerts(
     path.write_text("{ truncated")
     assert notify_run(settings, None, _source_down(), now=T0 + timedelta(minutes=2))
     assert len(inbox.messages) == 3
+
+
+def test_a_run_under_the_thresholds_ends_a_rejection_incident(
+    starttls_server: tuple[int, Inbox], make_settings: Callable[..., Settings]
+) -> None:
+    port, inbox = starttls_server
+    settings = make_settings(port, max_rejected_share=0.05, max_rejected_rows=None, repeat_minutes=60)
+    assert notify_run(settings, _result(status="succeeded", rejected=80), None, now=T0)
+    assert not notify_run(settings, _result(status="succeeded", rejected=90), None, now=T0 + timedelta(minutes=5))
+    assert len(inbox.messages) == 1, "the same rejection problem is held back within repeat_minutes"
+    # A clean run ends the incident: the next run over the threshold is news, within the hour or not.
+    assert not notify_run(settings, _result(status="succeeded", rejected=3), None, now=T0 + timedelta(minutes=10))
+    assert notify_run(settings, _result(status="succeeded", rejected=80), None, now=T0 + timedelta(minutes=15))
+    assert len(inbox.messages) == 2
+    assert [m["Subject"] for m in inbox.messages] == ["[CountyDataSync] sync rejected too many rows: MasterParcels"] * 2
+
+
+class _Dribbler:
+    """A mail server that never finishes its greeting: a '220-' continuation line every 0.2 s, for at most
+    `gives_up_after` seconds. Records how long each client stayed connected."""
+
+    def __init__(self, gives_up_after: float = 10.0) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.gives_up_after = gives_up_after
+        self.connected_for: list[float] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            threading.Thread(target=self._dribble, args=(client,), daemon=True).start()
+
+    def _dribble(self, client: socket.socket) -> None:
+        began = time.monotonic()
+        with client:
+            while time.monotonic() - began < self.gives_up_after:
+                try:
+                    client.sendall(b"220-mail.county.local busy, please wait\r\n")
+                    readable, _, _ = select.select([client], [], [], 0.2)
+                    if readable and client.recv(1024) == b"":  # the client hung up
+                        break
+                except OSError:
+                    break
+        self.connected_for.append(time.monotonic() - began)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def dribbler() -> Iterator[_Dribbler]:
+    server = _Dribbler()
+    yield server
+    server.close()
+
+
+def test_a_server_that_never_finishes_its_greeting_is_given_up_at_the_deadline(
+    dribbler: _Dribbler, make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    from countydatasync.ops.alerts import run_and_notify
+
+    def source_down() -> RunResult:
+        raise _source_down()
+
+    settings = make_settings(dribbler.port, timeout_seconds=1)
+    began = time.monotonic()
+    with pytest.raises(PermanentSourceError, match="password authentication failed"):
+        run_and_notify(settings, source_down)
+    took = time.monotonic() - began
+    assert 1 <= took < 3, f"the alert held the run for {took:.1f} s"
+    assert (
+        f"could not send the alert e-mail via 127.0.0.1:{dribbler.port}: TimeoutError: no complete SMTP "
+        "exchange within alerts.timeout_seconds (1 s)" in caplog.text
+    )
+    assert not alert_state_path(settings).exists(), "an unsent alert must not count as sent"
+    # The abandoned exchange does not linger: its connection is closed at the deadline.
+    deadline = time.monotonic() + 3
+    while not dribbler.connected_for and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(dribbler.connected_for) == 1 and dribbler.connected_for[0] < 2
+
+
+def test_doctor_gives_up_on_such_a_server_at_the_deadline(dribbler: _Dribbler) -> None:
+    from countydatasync.ops.doctor import check_smtp
+
+    began = time.monotonic()
+    check = check_smtp(
+        Settings(alerts={"smtp_host": "127.0.0.1", "smtp_port": dribbler.port, "to": ["gis@county.local"],
+                         "timeout_seconds": 1})
+    )
+    assert time.monotonic() - began < 3
+    assert check.status == "fail"
+    assert check.detail == (
+        f"127.0.0.1:{dribbler.port}: TimeoutError: no complete SMTP exchange within alerts.timeout_seconds (1 s)"
+    )

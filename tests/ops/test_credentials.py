@@ -151,3 +151,28 @@ def test_nothing_is_stored_without_a_login_to_store_it_for(file_keyring: Path, c
     with pytest.raises(ConfigError, match="alerts.smtp_host and alerts.username"):
         set_password(sqlite, PASSWORD, smtp=True)
     assert not file_keyring.exists()
+
+
+def test_an_empty_password_in_the_environment_or_dotenv_counts_as_unset(
+    file_keyring: Path, clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _config(clean_env)
+    settings = load_settings(config, env_file=None)
+    set_password(settings, PASSWORD)
+    set_password(settings, "smtp-Secret;1", smtp=True)
+    dotenv = clean_env / ".env"
+    dotenv.write_text("CDS_SOURCE__PASSWORD=\nCDS_ALERTS__PASSWORD=\n")  # a template's empty lines
+    dotenv.chmod(0o600)
+    from_dotenv = load_settings(config, env_file=dotenv)
+    assert from_dotenv.source.password.get_secret_value() == PASSWORD  # type: ignore[union-attr]
+    assert from_dotenv.alerts.password.get_secret_value() == "smtp-Secret;1"  # type: ignore[union-attr]
+    monkeypatch.setenv("CDS_SOURCE__PASSWORD", "")
+    monkeypatch.setenv("CDS_ALERTS__PASSWORD", "")
+    from_environment = load_settings(config, env_file=None)
+    assert from_environment.source.password.get_secret_value() == PASSWORD  # type: ignore[union-attr]
+    assert from_environment.alerts.password.get_secret_value() == "smtp-Secret;1"  # type: ignore[union-attr]
+    # With nothing stored either, an empty password is no password at all.
+    delete_password(settings)
+    delete_password(settings, smtp=True)
+    nothing = load_settings(config, env_file=None)
+    assert nothing.source.password is None and nothing.alerts.password is None

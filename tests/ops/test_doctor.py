@@ -54,6 +54,7 @@ def test_the_sample_county_passes(county: Path, tmp_path: Path) -> None:
         "read-only account",
         "output folder",
         "log folder",
+        "log file",
         "GDAL",
         "PROJ",
         "secrets",
@@ -89,6 +90,21 @@ def test_an_unwritable_output_folder_fails(tmp_path: Path) -> None:
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     assert check_writable("output folder", locked).status == "fail"
+
+
+def test_a_log_file_the_account_cannot_append_to_fails(county: Path, tmp_path: Path) -> None:
+    settings = _sqlite_settings(county, tmp_path)
+    log_file = settings.logging.file
+    log_file.mkdir(parents=True)  # a folder where the file should be: no account can append to it, root neither
+    checks = _by_name(run_checks(settings))
+    assert checks["log folder"].status == "pass"
+    assert checks["log file"] == Check("log file", "fail", f"cannot append to {log_file}: Is a directory")
+    log_file.rmdir()
+    assert _by_name(run_checks(settings))["log file"] == Check("log file", "pass", f"{log_file} is writable")
+    assert log_file.is_file(), "created, as the first run would"
+    if os.name == "posix" and os.geteuid() != 0:
+        log_file.chmod(0o400)
+        assert _by_name(run_checks(settings))["log file"].status == "fail"
 
 
 def test_smtp_answers_or_fails(tmp_path: Path) -> None:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import io
 import json
 import logging
-import logging.handlers
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from concurrent_log_handler import ConcurrentRotatingFileHandler
 from rich.console import Console
 
+from countydatasync.errors import ConfigError
 from countydatasync.ops.logs import configure_logging
 from countydatasync.ops.redact import forget_secrets
 from countydatasync.settings import Settings
@@ -88,4 +92,62 @@ def test_a_second_call_replaces_its_own_handlers_only(tmp_path: Path) -> None:
     configure_logging(_settings(tmp_path), console=True)
     root = logging.getLogger().handlers
     assert other in root
-    assert sum(isinstance(h, logging.handlers.RotatingFileHandler) for h in root) == 1
+    assert sum(isinstance(h, ConcurrentRotatingFileHandler) for h in root) == 1
+
+
+# A writer process: configures logging as the CLI or the server does, says it is ready, waits for the
+# go file so both write at once, then logs numbered lines.
+WRITER = """
+import logging, sys, time
+from pathlib import Path
+from countydatasync.ops.logs import configure_logging
+from countydatasync.settings import Settings
+
+tag, lines, folder = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+settings = Settings(logging={"file": folder / "logs" / "cds.log", "max_bytes": 20000, "backup_count": 100})
+configure_logging(settings, console=False)
+(folder / f"ready-{tag}").touch()
+while not (folder / "go").exists():
+    time.sleep(0.01)
+log = logging.getLogger("countydatasync.sync.run")
+for n in range(lines):
+    log.info("%s line %06d %s", tag, n, "x" * 60)
+"""
+
+
+def test_two_processes_writing_one_log_lose_no_line_across_rotations(tmp_path: Path) -> None:
+    lines = 3000
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, tag, str(lines), str(tmp_path)]) for tag in ("cli", "server")
+    ]
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / f"ready-{tag}").exists() for tag in ("cli", "server")):
+        assert time.monotonic() < deadline and all(w.poll() is None for w in writers), "a writer did not start"
+        time.sleep(0.02)
+    (tmp_path / "go").touch()
+    assert [w.wait(timeout=120) for w in writers] == [0, 0]
+    files = sorted((tmp_path / "logs").glob("cds.log*"))
+    assert len(files) > 10, "the test must cross many rotations"
+    messages = [line.split(": ", 1)[1] for f in files for line in f.read_text(encoding="utf-8").splitlines()]
+    written = [message.rsplit(" ", 1)[0] for message in messages]  # without the padding
+    expected = [f"{tag} line {n:06d}" for tag in ("cli", "server") for n in range(lines)]
+    assert len(written) == len(expected) and sorted(written) == sorted(expected)  # every line, each once
+
+
+def test_a_log_file_that_cannot_be_appended_to_is_an_error_at_once(tmp_path: Path) -> None:
+    # root may write any file, so the log "file" is a folder: no account can append to that.
+    (tmp_path / "logs" / "cds.log").mkdir(parents=True)
+    root = logging.getLogger()
+    before = list(root.handlers)
+    stream = io.StringIO()
+    with pytest.raises(ConfigError) as caught:
+        configure_logging(_settings(tmp_path), console_stream=Console(file=stream, width=200))
+    assert str(caught.value) == (
+        f"cannot write the log file {tmp_path / 'logs' / 'cds.log'}: Is a directory; "
+        "fix its permissions or set logging.file"
+    )
+    # The console still works, so what the caller does next (the alert it sends) is seen.
+    added = [h for h in root.handlers if h not in before]
+    assert [type(h).__name__ for h in added] == ["RichHandler"]
+    logging.getLogger("countydatasync.ops.alerts").info("alert sent with %s", PASSWORD)
+    assert "alert sent with ***" in stream.getvalue()

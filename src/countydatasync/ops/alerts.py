@@ -3,24 +3,29 @@
 The service runs unattended on a schedule, so a source that stays down would send the same e-mail every
 fifteen minutes; an identical alert is held back for `alerts.repeat_minutes` (the last-sent time of each
 alert's fingerprint is kept in a small JSON file beside the log). A successful run clears the failure
-fingerprints, so the next failure is news again. Sending never raises: an SMTP outage is logged and the
-run's own error stays the one the caller sees.
+fingerprints, and a run under the rejection thresholds the rejection ones, so the next problem is news
+again. Sending never raises and never takes longer than `alerts.timeout_seconds`: an SMTP outage or a
+stalling server is logged and the run's own error stays the one the caller sees.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
 import smtplib
+import socket
 import ssl
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
+from typing import Any
 
 from countydatasync.errors import CountyDataSyncError, RunLockedError
 from countydatasync.ops.redact import redact, settings_secrets
@@ -132,21 +137,69 @@ def _parse_time(text: str) -> datetime:
 
 
 def _save_state(path: Path, state: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(state, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(temporary, path)
+    """Keep the send times; a folder that cannot take them (the log folder is unusable too) must not stop
+    the alert itself, so this only warns."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(state, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as exc:
+        log.warning("cannot keep alert send times in %s (%s): identical alerts are not held back", path, exc.strerror)
 
 
-def smtp_connection(alerts: AlertSettings) -> smtplib.SMTP:
+class _Cutoff:
+    """The sockets of one SMTP exchange, so the thread waiting for it can end it at the deadline: shutting a
+    socket down wakes a read blocked on it in another thread. A socket opened after the cut is refused."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._done = False
+
+    def track(self, sock: socket.socket) -> socket.socket:
+        with self._lock:
+            if self._done:
+                sock.close()
+                raise TimeoutError("the alert's deadline passed while connecting")
+            self._sockets.append(sock)
+        return sock
+
+    def cut(self) -> None:
+        with self._lock:
+            self._done = True
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+class _SMTP(smtplib.SMTP):
+    """smtplib.SMTP whose socket a _Cutoff can shut down from another thread."""
+
+    def __init__(self, *args: Any, cutoff: _Cutoff, **kwargs: Any) -> None:
+        self._cutoff = cutoff
+        super().__init__(*args, **kwargs)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        # smtplib's own hook for making the socket (SMTP_SSL overrides it too); typeshed leaves it out.
+        return self._cutoff.track(super()._get_socket(host, port, timeout))  # type: ignore[misc]
+
+
+class _SMTP_SSL(_SMTP, smtplib.SMTP_SSL):
+    """smtplib.SMTP_SSL whose socket a _Cutoff can shut down from another thread."""
+
+
+def _connect(alerts: AlertSettings, cutoff: _Cutoff) -> smtplib.SMTP:
     """An SMTP session per the settings: connected, TLS established, logged in when a username is set."""
     assert alerts.smtp_host
     context = ssl.create_default_context(cafile=str(alerts.ca_file) if alerts.ca_file else None)
     server: smtplib.SMTP
     if alerts.security == "ssl":
-        server = smtplib.SMTP_SSL(alerts.smtp_host, alerts.smtp_port, timeout=alerts.timeout_seconds, context=context)
+        server = _SMTP_SSL(
+            alerts.smtp_host, alerts.smtp_port, timeout=alerts.timeout_seconds, context=context, cutoff=cutoff
+        )
     else:
-        server = smtplib.SMTP(alerts.smtp_host, alerts.smtp_port, timeout=alerts.timeout_seconds)
+        server = _SMTP(alerts.smtp_host, alerts.smtp_port, timeout=alerts.timeout_seconds, cutoff=cutoff)
     try:
         server.ehlo()
         if alerts.security == "starttls":
@@ -161,10 +214,38 @@ def smtp_connection(alerts: AlertSettings) -> smtplib.SMTP:
     return server
 
 
+def smtp_exchange(alerts: AlertSettings, action: Callable[[smtplib.SMTP], object]) -> None:
+    """Connect (TLS, login) and call `action` with the session, all within `alerts.timeout_seconds`.
+
+    The socket timeout bounds each read only: a server that sends a continuation line every few seconds
+    would hold the run (or `doctor`) for ever. So the exchange runs in a worker thread; at the deadline
+    its socket is shut down, which ends the thread too, and TimeoutError is raised. Otherwise raises
+    what smtplib raised (SMTPException, OSError).
+    """
+    cutoff = _Cutoff()
+    failure: list[BaseException] = []
+
+    def exchange() -> None:
+        try:
+            with _connect(alerts, cutoff) as server:
+                action(server)
+        except BaseException as exc:  # handed to the waiting thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=exchange, name="smtp-exchange", daemon=True)
+    worker.start()
+    worker.join(alerts.timeout_seconds)
+    if worker.is_alive():
+        cutoff.cut()
+        raise TimeoutError(f"no complete SMTP exchange within alerts.timeout_seconds ({alerts.timeout_seconds:g} s)")
+    if failure:
+        raise failure[0]
+
+
 def send_alert(settings: Settings, message: EmailMessage) -> None:
-    """Deliver `message`; raises smtplib/OSError errors (notify_run catches them)."""
-    with smtp_connection(settings.alerts) as server:
-        server.send_message(message)
+    """Deliver `message` within alerts.timeout_seconds; raises TimeoutError, smtplib and OSError errors
+    (notify_run catches them)."""
+    smtp_exchange(settings.alerts, lambda server: server.send_message(message))
 
 
 def notify_run(
@@ -219,9 +300,11 @@ def _notify(settings: Settings, result: RunResult | None, error: BaseException |
     failed = error is not None or (result is not None and result.status == "failed")
     state_path = alert_state_path(settings)
     if not failed and result is not None:
+        # A success ends a failure incident; a run under the rejection thresholds ends a rejection one too.
+        ended = ("f:",) if rejection_exceeded(alerts, result) else ("f:", "r:")
         state = _load_state(state_path)
-        if any(k.startswith("f:") for k in state):  # a success ends the incident
-            _save_state(state_path, {k: v for k, v in state.items() if not k.startswith("f:")})
+        if any(k.startswith(ended) for k in state):
+            _save_state(state_path, {k: v for k, v in state.items() if not k.startswith(ended)})
     if failed and not alerts.on_failure:
         return False
     if not failed and (result is None or not rejection_exceeded(alerts, result)):

@@ -113,17 +113,26 @@ def complete_settings(settings: Settings, env_file: Path | None = None) -> Setti
     if warning:
         log.warning(warning)
     updates: dict[str, object] = {}
-    url = settings.source.url
-    if settings.source.password is None and not _has_url_password(url) and _url_user(url):
-        found = stored_password(settings)
-        if found:
-            updates["source"] = settings.source.model_copy(update={"password": SecretStr(found)})
+    source = settings.source
+    password = _given(source.password)
+    if password is None and not _has_url_password(source.url) and _url_user(source.url):
+        password = _given(stored_password(settings))
+    if password != source.password:
+        updates["source"] = source.model_copy(update={"password": password})
     alerts = settings.alerts
-    if alerts.password is None and alerts.username and alerts.smtp_host:
-        found = stored_password(settings, smtp=True)
-        if found:
-            updates["alerts"] = alerts.model_copy(update={"password": SecretStr(found)})
+    password = _given(alerts.password)
+    if password is None and alerts.username and alerts.smtp_host:
+        password = _given(stored_password(settings, smtp=True))
+    if password != alerts.password:
+        updates["alerts"] = alerts.model_copy(update={"password": password})
     return settings.model_copy(update=updates) if updates else settings
+
+
+def _given(secret: SecretStr | str | None) -> SecretStr | None:
+    """The secret, or None when it is missing or empty: an empty `CDS_SOURCE__PASSWORD=` (left in a `.env`
+    template, say) counts as not set, so the credential store is still asked."""
+    value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+    return SecretStr(value) if value else None
 
 
 def _has_url_password(url: str) -> bool:

@@ -62,6 +62,7 @@ def run_checks(settings: Settings, env_file: Path | None = None) -> list[Check]:
     checks += [
         check_writable("output folder", settings.output.directory),
         check_writable("log folder", settings.logging.file.parent),
+        check_log_file(settings.logging.file),
         check_gdal(),
         check_proj(settings),
         check_smtp(settings),
@@ -238,6 +239,19 @@ def check_writable(name: str, folder: Path) -> Check:
     return Check(name, "pass", f"{folder.resolve()} is writable{note}")
 
 
+def check_log_file(path: Path) -> Check:
+    """The log file opens for appending, as a run opens it (created here when missing): a writable folder
+    can still hold a log file the account cannot write, and a run refuses to start without its log."""
+    if not path.parent.is_dir():
+        return Check("log file", "pass", f"{path} will be created with its folder")
+    try:
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        return Check("log file", "fail", f"cannot append to {path}: {exc.strerror or exc}")
+    return Check("log file", "pass", f"{path.resolve()} is writable")
+
+
 def check_gdal() -> Check:
     """pyogrio's GDAL can write GeoPackages and has its data files (EPSG tables, GPKG templates)."""
     try:
@@ -275,11 +289,10 @@ def check_smtp(settings: Settings) -> Check:
             "warn",
             "alerts are off: nobody hears about failed runs (set alerts.smtp_host and alerts.to)",
         )
-    from countydatasync.ops.alerts import smtp_connection
+    from countydatasync.ops.alerts import smtp_exchange
 
     try:
-        with smtp_connection(alerts) as server:
-            server.noop()
+        smtp_exchange(alerts, lambda server: server.noop())
     except Exception as exc:
         return Check(
             "SMTP",

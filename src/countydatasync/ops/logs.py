@@ -3,6 +3,10 @@
 Library modules never configure logging; they call `logging.getLogger(__name__)`. The service runs
 unattended, so the file is what someone reads the morning after a failure: it gets every record at the
 configured level, as text or as JSON lines for a log shipper.
+
+A CLI sync and the dashboard's scheduler write the same file from two processes. Each rotating it on its
+own would lose lines, so the file handler is concurrent-log-handler's, which takes a lock file
+(`.__<name>.lock` beside the log) around every write and rotation, on Windows as on POSIX.
 """
 
 from __future__ import annotations
@@ -10,9 +14,9 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime
-from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
+from concurrent_log_handler import ConcurrentRotatingFileHandler
 from rich.console import Console
 from rich.logging import RichHandler
 
@@ -49,25 +53,45 @@ def register_configured_secrets(settings: Settings) -> None:
         register_secret(secret)
 
 
+def _file_handler(settings: Settings) -> logging.Handler:
+    """The rotating file handler, its files opened once to prove they can be written (ConfigError if not)."""
+    conf = settings.logging
+    path = conf.file
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = ConcurrentRotatingFileHandler(
+            str(path), maxBytes=conf.max_bytes, backupCount=conf.backup_count, encoding="utf-8"
+        )
+        # The handler opens both files at the first record; a file the account cannot write would then
+        # lose every line without a word, so open them now and fail here instead.
+        for target in (path, Path(handler.lockFilename)):
+            with target.open("a", encoding="utf-8"):
+                pass
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the log file {path}: {exc.strerror or exc}; fix its permissions or set logging.file"
+        ) from None
+    handler.setFormatter(JsonLineFormatter() if conf.json_lines else logging.Formatter(TEXT_FORMAT))
+    return handler
+
+
 def configure_logging(settings: Settings, console: bool = True, console_stream: Console | None = None) -> Path:
     """Install the rotating file handler (and a Rich console handler unless `console` is False) on the root
     logger, each with the redaction filter; register the configured secrets. Returns the log file path.
 
     Calling it again replaces the handlers it installed before (a server reloading its settings), and
-    leaves handlers installed by anyone else alone. Raises ConfigError when the log folder cannot be made.
+    leaves handlers installed by anyone else alone. Raises ConfigError when the log file or its lock file
+    cannot be opened for appending (created when missing, with the folder); the console handler is
+    installed all the same, so what the caller does about it (the alert it sends) is still seen.
     """
     conf = settings.logging
     register_configured_secrets(settings)
-    path = conf.file
+    handlers: list[logging.Handler] = []
+    problem: ConfigError | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        file_handler: logging.Handler = RotatingFileHandler(
-            path, maxBytes=conf.max_bytes, backupCount=conf.backup_count, encoding="utf-8", delay=True
-        )
-    except OSError as exc:
-        raise ConfigError(f"cannot write the log file {path}: {exc.strerror}; set logging.file") from None
-    file_handler.setFormatter(JsonLineFormatter() if conf.json_lines else logging.Formatter(TEXT_FORMAT))
-    handlers = [file_handler]
+        handlers.append(_file_handler(settings))
+    except ConfigError as exc:
+        problem = exc
     if console:
         # rich_tracebacks stays off: Rich would render the traceback from exc_info, around the filter.
         console_handler = RichHandler(
@@ -89,4 +113,6 @@ def configure_logging(settings: Settings, console: bool = True, console_stream: 
         setattr(handler, _OURS, True)
         root.addHandler(handler)
     root.setLevel(conf.level)
-    return path
+    if problem is not None:
+        raise problem
+    return conf.file

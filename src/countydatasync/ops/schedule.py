@@ -19,6 +19,7 @@ from countydatasync.errors import ConfigError
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _INTERVAL = re.compile(r"(?:\d+(?:\.\d+)?[smhd])+")
 _PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+MIN_INTERVAL = timedelta(seconds=1)
 _CRON_ALIASES = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
 
 
@@ -50,7 +51,11 @@ class IntervalSchedule:
 @dataclass(frozen=True)
 class CronSchedule:
     """A five-field cron expression (minute hour day-of-month month day-of-week) in the server's local
-    time, as cron itself reads it; daylight-saving changes are handled by croniter."""
+    time, as cron itself reads it; daylight-saving changes are handled by croniter.
+
+    Day-of-month and day-of-week both restricted means either day matches, unless one of them starts
+    with '*' (`*/2`): then Vixie cron and cronie require both, and so does croniter's implement_cron_bug.
+    """
 
     expression: str
     description: str
@@ -60,20 +65,28 @@ class CronSchedule:
         from dateutil.tz import tzlocal
 
         local = now.astimezone(tzlocal())
-        due: datetime = croniter(self.expression, local).get_next(datetime)
+        due: datetime = croniter(self.expression, local, implement_cron_bug=True).get_next(datetime)
         return due.astimezone(UTC)
 
 
 def parse_interval(text: str) -> IntervalSchedule:
-    """`30s`, `15m`, `1h`, `1d`, `1h30m` or `0.5s` as a schedule; raises ConfigError naming the value."""
+    """`30s`, `15m`, `1h`, `1d`, `1h30m` or `1.5s` as a schedule, at least one second; raises ConfigError
+    naming the value."""
     compact = re.sub(r"\s+", "", text.strip().lower())
     if not _INTERVAL.fullmatch(compact):
         raise ConfigError(f"schedule interval {text!r} is not understood: use a number and a unit "
                           "(s, m, h or d), e.g. 30s, 15m, 1h or 1h30m")
     seconds = sum(float(number) * _UNITS[unit] for number, unit in _PART.findall(compact))
-    if seconds <= 0:
-        raise ConfigError(f"schedule interval {text!r} must be longer than zero")
-    return IntervalSchedule(timedelta(seconds=seconds), f"every {compact}")
+    try:
+        interval = timedelta(seconds=seconds)
+        datetime.now(UTC) + interval  # the first due time must be a date, before the year 10000
+    except OverflowError:
+        raise ConfigError(f"schedule interval {text!r} is too long: the first run would come after the "
+                          "year 9999") from None
+    # Checked after the conversion, which rounds to microseconds: 0.0000001s becomes no interval at all.
+    if interval < MIN_INTERVAL:
+        raise ConfigError(f"schedule interval {text!r} must be at least 1s")
+    return IntervalSchedule(interval, f"every {compact}")
 
 
 def parse_cron(text: str) -> CronSchedule:
@@ -90,7 +103,8 @@ def parse_cron(text: str) -> CronSchedule:
         raise ConfigError(f"cron expression {text!r} is not valid: it needs five fields, minute hour "
                           "day-of-month month day-of-week, e.g. '*/15 * * * *'")
     try:
-        croniter(expression).get_next(datetime)  # also refuses dates that never come, such as 31 February
+        # also refuses dates that never come, such as 31 February
+        croniter(expression, implement_cron_bug=True).get_next(datetime)
     except (CroniterError, ValueError) as exc:
         raise ConfigError(f"cron expression {text!r} is not valid: {exc}") from None
     return CronSchedule(expression, f"cron {expression!r} (server local time)")
