@@ -358,7 +358,9 @@ class AlertSettings(SettingsSection):
     repeat_minutes: float = Field(
         default=60.0, ge=0, description="An identical alert is not sent again within this many minutes."
     )
-    timeout_seconds: float = Field(default=30.0, gt=0, description="SMTP connection and command timeout.")
+    timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Longest an alert may take: connecting, TLS, login and sending."
+    )
 
     @property
     def configured(self) -> bool:
