@@ -6,11 +6,13 @@ gives the writer a core of its own. At most two batches wait in the queue either
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +25,26 @@ from countydatasync.transform import TransformedBatch, TransformPlan, transform_
 
 DONE = "__done__"
 PROCESS_THRESHOLD = 50_000  # rows; below this, starting a process costs more than it saves (100,000: 3.5 s -> 2.7 s)
+STALL_SECONDS = 600.0  # a child that hands over no batch for this long is stuck, not slow: stop it, fail the run
+
+# fork where there is one: the child shares the parent's loaded libraries instead of importing them again
+# (faster start, less memory); Windows only has spawn (the frozen executable calls freeze_support).
+_start_method: ContextVar[str] = ContextVar("start_method", default="fork" if sys.platform == "linux" else "spawn")
+
+
+@contextmanager
+def avoid_fork() -> Iterator[None]:
+    """Start the extract processes of runs made in this block (in this thread) without fork: from a fork
+    server, or by spawn on Windows.
+
+    For multi-threaded hosts such as the web server: fork copies the locks other threads hold at that moment
+    (PROJ's database mutex, for one) and the child then waits for them forever.
+    """
+    token = _start_method.set("spawn" if sys.platform == "win32" else "forkserver")
+    try:
+        yield
+    finally:
+        _start_method.reset(token)
 
 
 def in_thread(batches: Iterator[pd.DataFrame], plan: TransformPlan) -> Iterator[TransformedBatch]:
@@ -56,25 +78,33 @@ def in_process(
     settings: Settings, plan: TransformPlan, modified_since: datetime | str | None
 ) -> Iterator[TransformedBatch]:
     """Read and transform the whole source in a child process (its own connection), yielding batches."""
-    # fork where there is one: the child shares the parent's loaded libraries instead of importing them again
-    # (faster start, less memory); Windows only has spawn (the frozen executable calls freeze_support).
-    ctx = mp.get_context("fork" if sys.platform == "linux" else "spawn")
+    method = _start_method.get()
+    ctx = mp.get_context(method)
+    if method == "forkserver":  # imported once by the fork server, not by every child it starts
+        ctx.set_forkserver_preload([__name__])
     out = ctx.Queue(maxsize=1)
-    child = ctx.Process(
+    child = ctx.Process(  # type: ignore[attr-defined]  # typeshed has it on each context, not their base
         target=_child,
-        args=(settings.model_dump(), plan, modified_since, out, os.getpid()),
+        args=(settings.model_dump(), plan, modified_since, out),
         name="countydatasync-extract",
         daemon=True,
     )
     child.start()
 
     def get() -> Any:
+        deadline = time.monotonic() + STALL_SECONDS
         while True:
             try:
                 return out.get(timeout=1.0)
             except queue.Empty:
                 if not child.is_alive():
                     raise SourceError(f"the extract process ended unexpectedly (exit code {child.exitcode})") from None
+                if time.monotonic() > deadline:
+                    child.kill()  # not terminate: whatever holds it up may keep SIGTERM from acting
+                    raise SourceError(
+                        f"the extract process (pid {child.pid}) handed over no batch for {STALL_SECONDS:.0f} s and "
+                        "was stopped as stuck; nothing was published, run the sync again"
+                    ) from None
 
     try:
         yield from _consume(get, child.is_alive)
@@ -105,9 +135,12 @@ def _put(out: Any, item: Any, stopped: Any) -> bool:
     return False
 
 
-def _child(
-    settings_data: dict[str, Any], plan: TransformPlan, since: datetime | str | None, out: Any, parent: int
-) -> None:
+def _parent_gone() -> bool:
+    parent = mp.parent_process()  # not os.getppid(): a fork server's children have the fork server as parent
+    return parent is None or not parent.is_alive()
+
+
+def _child(settings_data: dict[str, Any], plan: TransformPlan, since: datetime | str | None, out: Any) -> None:
     """Child process body: stop quietly if the parent goes away (killed runs leave no orphans behind)."""
     source = None
     try:
@@ -116,7 +149,7 @@ def _child(
         for raw in source.batches(modified_since=since):  # type: ignore[arg-type]
             item = transform_batch(raw, plan, first_row)
             first_row += len(raw)
-            if not _put(out, item, lambda: os.getppid() != parent):
+            if not _put(out, item, _parent_gone):
                 return
         out.put(DONE)
     except BaseException as exc:

@@ -1,8 +1,9 @@
 """Parcels in a map viewport, straight from the GeoPackage's R-tree, as WGS84 GeoJSON.
 
-The viewport (WGS84 lon/lat) is transformed to the layer's CRS, the R-tree gives the candidate fids, the
-layer gives their geometry blobs (GeoPackage header, then WKB) and the working DB their current status by
-key. Geometries are simplified to about half a screen pixel at the requested zoom before they are
+The viewport (WGS84 lon/lat) is clipped to where the layer CRS is valid and transformed to it as an area,
+the R-tree gives the candidate fids within the area's envelope, the layer gives their geometry blobs
+(GeoPackage header, then WKB), those meeting the area are kept, and the working DB gives their current
+status by key. Geometries are simplified to about half a screen pixel at the requested zoom before they are
 reprojected, so a zoomed-out view sends a fraction of the vertices. The result is serialised here as one
 JSON string: building 2,000 nested pydantic models would cost more than the query itself.
 """
@@ -15,6 +16,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import shapely
@@ -28,6 +30,11 @@ STATUSES = ("synced", "pending", "error")
 _ENVELOPE_BYTES = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
 _EARTH_M_PER_PIXEL_Z0 = 156_543.033_92  # web-mercator metres per pixel at zoom 0 on the equator
 COORD_DECIMALS = 6  # about 0.1 m: finer than any screen shows
+# The box is transformed with extra vertices on its sides, which are curves in most CRSs: 4,096 of them
+# follow a box of 6 by 84 degrees within 0.3 m in UTM; sides of a map viewport get one per 0.001 degree.
+AREA_POINTS = 4096
+SEGMENT_DEGREES = 0.001
+FETCH_ROWS = 500  # candidates decoded per step; those outside the area are dropped before the cap counts
 
 
 class GeometryBlobError(ValueError):
@@ -82,6 +89,34 @@ def layer_extent_wgs84(con: sqlite3.Connection, schema: str, layer: str) -> tupl
     return tuple(to_wgs84(info.crs).transform_bounds(minx, miny, maxx, maxy, densify_pts=11))
 
 
+def _lonlat_box(west: float, south: float, east: float, north: float) -> shapely.Geometry:
+    """A WGS84 box; in two parts when west > east (it crosses the antimeridian, as pyproj reports it)."""
+    if west <= east:
+        return shapely.box(west, south, east, north)
+    return shapely.union(shapely.box(west, south, 180.0, north), shapely.box(-180.0, south, east, north))
+
+
+def search_area(crs: CRS, bbox: tuple[float, float, float, float],
+                layer_extent: tuple[float, ...] | None) -> shapely.Geometry | None:
+    """The WGS84 `bbox` as an area in `crs`, or None when no feature of the layer can be in it.
+
+    Points far from a CRS's area of use project to nonsense (a box over Asia lands on a Washington county in
+    EPSG:2927), so the box is first clipped to that area, widened by the layer's own WGS84 extent
+    (`layer_extent`) for features a little outside it. Also None when the CRS cannot place the box at all.
+    """
+    aou = crs.area_of_use
+    usable = shapely.box(-180.0, -90.0, 180.0, 90.0) if aou is None else _lonlat_box(*aou.bounds)
+    if layer_extent is not None:
+        usable = shapely.union(usable, _lonlat_box(*layer_extent))
+    clipped = shapely.intersection(shapely.box(*bbox), usable)
+    if shapely.area(clipped) == 0:  # apart, or touching along a side
+        return None
+    dense = shapely.segmentize(clipped, max(shapely.length(clipped) / AREA_POINTS, SEGMENT_DEGREES))
+    transformer = to_layer(crs)
+    area = shapely.transform(dense, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
+    return area if np.isfinite(shapely.bounds(area)).all() else None
+
+
 def wkb_from_blob(blob: bytes) -> bytes:
     """The WKB inside a GeoPackage geometry blob (magic 'GP', version, flags, srs_id, envelope, WKB)."""
     if len(blob) < 8 or blob[:2] != b"GP":
@@ -122,7 +157,7 @@ class ViewportResult:
     truncated: bool
 
 
-def _feature_sql(layer: str, key_name: str, filtered: int, cap: int) -> str:
+def _feature_sql(layer: str, key_name: str, filtered: int) -> str:
     g, r, k = q(layer), q(f"rtree_{layer}_geom"), q(key_name)
     where = f" AND status IN ({', '.join('?' * filtered)})"
     # The R-tree drives the plan; fid is the layer's rowid and the key the working DB's primary key.
@@ -131,8 +166,22 @@ def _feature_sql(layer: str, key_name: str, filtered: int, cap: int) -> str:
         f"coalesce(w.sync_status, g.sync_status) AS status FROM geo.{r} AS r "
         f"CROSS JOIN geo.{g} AS g ON g.fid = r.id LEFT JOIN main.parcels AS w ON w.{k} = g.{k} "
         "WHERE r.minx <= ? AND r.maxx >= ? AND r.miny <= ? AND r.maxy >= ?) "
-        f"WHERE geom IS NOT NULL{where} LIMIT {int(cap) + 1}"
+        f"WHERE geom IS NOT NULL{where}"
     )
+
+
+def _rows_meeting(cursor: sqlite3.Cursor, area: shapely.Geometry, limit: int) -> tuple[list[Any], np.ndarray]:
+    """The first `limit` candidate rows whose geometry meets `area` (the R-tree only knows envelopes), with
+    their geometries."""
+    shapely.prepare(area)
+    rows: list[Any] = []
+    geoms = [np.empty(0, dtype=object)]
+    while len(rows) < limit and (chunk := cursor.fetchmany(FETCH_ROWS)):
+        shapes = shapely.from_wkb([wkb_from_blob(row[1]) for row in chunk])
+        meets = shapely.intersects(area, shapes)
+        rows += [row for row, keep in zip(chunk, meets, strict=True) if keep]
+        geoms.append(shapes[meets])
+    return rows[:limit], np.concatenate(geoms)[:limit]
 
 
 def query_viewport(con: sqlite3.Connection, layer: str, key_name: str,
@@ -143,18 +192,20 @@ def query_viewport(con: sqlite3.Connection, layer: str, key_name: str,
     returned; `truncated` tells the map there were more.
     """
     info = layer_info(con, "geo", layer)
-    west, south, east, north = query.bbox
-    minx, miny, maxx, maxy = to_layer(info.crs).transform_bounds(west, south, east, north, densify_pts=5)
+    area = search_area(info.crs, query.bbox, layer_extent_wgs84(con, "geo", layer))
+    if area is None:
+        return ViewportResult("[]", 0, False)
+    minx, miny, maxx, maxy = shapely.bounds(area)
     # Always filtered: a status another tool wrote into the working DB is not one the map can colour.
     statuses = [s for s in STATUSES if s in set(query.statuses or STATUSES)]
-    rows = con.execute(_feature_sql(layer, key_name, len(statuses), query.cap),
-                       (maxx, minx, maxy, miny, *statuses)).fetchall()
+    cursor = con.execute(_feature_sql(layer, key_name, len(statuses)), (maxx, minx, maxy, miny, *statuses))
+    rows, geoms = _rows_meeting(cursor, area, query.cap + 1)
     truncated = len(rows) > query.cap
-    rows = rows[: query.cap]
+    rows, geoms = rows[: query.cap], geoms[: query.cap]
     if not rows:
         return ViewportResult("[]", 0, False)
 
-    geoms = shapely.from_wkb([wkb_from_blob(row[1]) for row in rows])
+    _, south, _, north = query.bbox
     tolerance = tolerance_for_zoom(query.zoom, (south + north) / 2, info.crs)
     if tolerance > 0:
         geoms = shapely.simplify(geoms, tolerance, preserve_topology=True)

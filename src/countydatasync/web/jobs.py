@@ -17,7 +17,7 @@ from typing import Literal
 from countydatasync.errors import CountyDataSyncError
 from countydatasync.ops.redact import redact, settings_secrets
 from countydatasync.settings import Settings
-from countydatasync.sync.lock import LOCK_NAME, is_locked
+from countydatasync.sync.lock import is_locked
 from countydatasync.sync.result import RunResult
 
 log = logging.getLogger(__name__)
@@ -32,9 +32,10 @@ class SyncBusy(Exception):
 
 
 def _default_runner(settings: Settings, *, full: bool = False) -> RunResult:
-    from countydatasync.sync import run_sync  # imported late: the web app starts without the pipeline loaded
+    from countydatasync.sync import producer, run_sync  # imported late: the web app starts without the pipeline
 
-    return run_sync(settings, full=full)
+    with producer.avoid_fork():  # this process has request threads: a fork would copy the locks they hold
+        return run_sync(settings, full=full)
 
 
 class SyncJob:
@@ -59,11 +60,7 @@ class SyncJob:
 
     def busy(self, settings: Settings) -> bool:
         """True while this server's sync runs or another process holds the run lock."""
-        if self.running:
-            return True
-        # Without a lock file nobody holds the lock; checking would create the file (and a GET must not).
-        directory = settings.output.directory
-        return (directory / LOCK_NAME).is_file() and is_locked(directory)
+        return self.running or is_locked(settings.output.directory)
 
     def start(self, settings: Settings, full: bool = False, trigger: Trigger = "web") -> None:
         """Start a sync in the background, or raise SyncBusy at once if one is running.

@@ -33,7 +33,7 @@ def error_rows(con: sqlite3.Connection, key_name: str, where: str, params: Seque
             responses={503: {"model": Problem}})
 def list_errors(
     settings: SettingsDep,
-    run_id: Annotated[int | None, Query(description="Only this run's errors.")] = None,
+    run_id: Annotated[int | None, Query(ge=1, le=2**62, description="Only this run's errors.")] = None,
     reason: Annotated[str | None, Query(max_length=64, description="Only this reason code.")] = None,
     severity: Annotated[Literal["error", "warning"] | None, Query()] = None,
     key: Annotated[str | None, Query(max_length=200, description="Only this parcel's errors.")] = None,
