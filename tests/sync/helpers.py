@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
 from countydatasync.settings import Settings
+from countydatasync.sync import run_sync
 
 
 def file_digests(settings: Settings) -> dict[str, str]:
@@ -32,3 +35,20 @@ def integrity_ok(path: Path) -> bool:
         return con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         con.close()
+
+
+def sync_in_thread(settings: Settings, progress: Callable[[str, int, int | None], None], timeout: float = 30.0):
+    """Run a sync in a daemon thread, so that a hang fails the test rather than the session; wait up to
+    `timeout` seconds. Returns the thread (still alive if the run hangs) and what the run raised."""
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_sync(settings, progress=progress)
+        except BaseException as exc:
+            failures.append(exc)
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    runner.join(timeout=timeout)
+    return runner, failures

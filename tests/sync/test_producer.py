@@ -13,7 +13,7 @@ import pytest
 from countydatasync.sync import producer, run_sync
 
 from .edits import apply_edit
-from .helpers import query
+from .helpers import query, sync_in_thread
 from .test_incremental import assert_same, published
 
 
@@ -92,17 +92,7 @@ def test_a_run_failing_while_the_producer_hands_over_its_end_does_not_hang(
             time.sleep(1.0)  # time for the producer to queue the last batch and block on the end mark
             raise RuntimeError("simulated failure after the first batch")
 
-    failures: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            run_sync(settings, progress=crash)
-        except BaseException as exc:
-            failures.append(exc)
-
-    runner = threading.Thread(target=run, daemon=True)  # a daemon: a hang fails the test, not the session
-    runner.start()
-    runner.join(timeout=30)
+    runner, failures = sync_in_thread(settings, crash)
     assert not runner.is_alive(), "the failed run hangs waiting for its producer thread"
     assert [str(e) for e in failures] == ["simulated failure after the first batch"]
     assert not [t for t in threading.enumerate() if t.name == "extract-transform" and t.is_alive()]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
-import threading
 from pathlib import Path
 
 import pytest
 
 from countydatasync.errors import SourceError
 from countydatasync.sync import producer, run_sync
+
+from .helpers import sync_in_thread
 
 
 def test_a_stuck_extract_process_is_stopped_and_fails_the_run(
@@ -30,17 +31,7 @@ def test_a_stuck_extract_process_is_stopped_and_fails_the_run(
             os.kill(child.pid, signal.SIGSTOP)  # stuck like a deadlocked child: alive, sending nothing
             stopped.append(child)
 
-    failures: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            run_sync(settings, progress=stop_the_child)
-        except BaseException as exc:
-            failures.append(exc)
-
-    runner = threading.Thread(target=run, daemon=True)  # a daemon: a hang fails the test, not the session
-    runner.start()
-    runner.join(timeout=30)
+    runner, failures = sync_in_thread(settings, stop_the_child)
     try:
         assert not runner.is_alive(), "the run waits for its stuck extract process forever"
     finally:
