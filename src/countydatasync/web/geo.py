@@ -200,6 +200,7 @@ def query_viewport(con: sqlite3.Connection, layer: str, key_name: str,
     statuses = [s for s in STATUSES if s in set(query.statuses or STATUSES)]
     cursor = con.execute(_feature_sql(layer, key_name, len(statuses)), (maxx, minx, maxy, miny, *statuses))
     rows, geoms = _rows_meeting(cursor, area, query.cap + 1)
+    cursor.close()  # read only up to the cap: closing ends its read of the GeoPackage, which a sync may wait on
     truncated = len(rows) > query.cap
     rows, geoms = rows[: query.cap], geoms[: query.cap]
     if not rows:
