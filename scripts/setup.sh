@@ -7,4 +7,5 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+# constraints.txt: the versions the tests passed with (see its header)
+.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"

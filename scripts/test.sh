@@ -24,7 +24,7 @@ scripts/setup.sh
 
 # GDAL's current GeoPackage validator (pure Python) on Debian's GDAL bindings.
 if [ ! -d .venv/gdal-utils/osgeo_utils ]; then
-  .venv/bin/python -m pip install --quiet --no-deps --target .venv/gdal-utils gdal-utils
+  .venv/bin/python -m pip install --quiet --no-deps --target .venv/gdal-utils gdal-utils==3.13.3.0
 fi
 export CDS_GDAL_UTILS_DIR="$PWD/.venv/gdal-utils"
 
