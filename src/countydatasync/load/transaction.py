@@ -11,7 +11,10 @@ for them up to the busy timeout.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sqlite3
+import tempfile
 from pathlib import Path
 from types import TracebackType
 
@@ -75,15 +78,35 @@ class StagingTransaction:
     def commit(self) -> None:
         try:
             self.con.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            raise PublishError(
-                f"could not publish the staging databases ({exc}); a reader may hold one of them in a "
-                "long transaction. Nothing was published; the previous state is intact."
-            ) from exc
+        except sqlite3.Error as exc:
+            raise self.write_failure(exc) from exc
         finally:
             self.open = False
 
+    def write_failure(self, exc: sqlite3.Error) -> PublishError:
+        """A failed write or commit as the operator needs to read it: what to fix, and that the previous
+        state is intact (the transaction is rolled back; `close` restores the files)."""
+        directory = self.paths[WORKING].parent
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code == sqlite3.SQLITE_FULL:
+            temp = sqlite_temp_directory()
+            problem = (
+                f"the disk is full: {_free_mib(directory)} MiB free there once the run was given up; SQLite "
+                f"keeps the run's temp tables in {temp} ({_free_mib(temp)} MiB free; SQLITE_TMPDIR moves "
+                "them). Free space and run again"
+            )
+        elif code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            problem = f"{exc}: a reader holds one in a long transaction; close it or raise output.busy_timeout_seconds"
+        else:
+            problem = str(exc)
+        return PublishError(
+            f"could not write the staging databases in {directory} ({problem}). "
+            "Nothing was published; the previous state is intact."
+        )
+
     def rollback(self) -> None:
+        if self.open and not self.con.in_transaction:  # SQLite gave it up itself, after a write error
+            self.open = False
         if self.open:
             try:
                 self.con.execute("ROLLBACK")
@@ -93,7 +116,20 @@ class StagingTransaction:
 
     def close(self) -> None:
         self.rollback()
+        self._restore_hot_journals()
         self.con.close()
+
+    def _restore_hot_journals(self) -> None:
+        """After a write error (a full disk, an I/O error) SQLite has given up the transaction but left the
+        files changed, with their journals: it rolls them back at the next read. Read now, so the files are
+        byte-identical to the previous state before this run ends, not only after some reader opens them
+        (a reader with read-only access to the folder could not)."""
+        for schema, path in self.paths.items():
+            if Path(f"{path}-journal").exists():
+                try:
+                    self.con.execute(f"SELECT count(*) FROM {schema}.sqlite_master").fetchone()
+                except sqlite3.Error:
+                    log.exception("could not roll back %s; SQLite does so at its next open", path)
 
     def __enter__(self) -> StagingTransaction:
         return self
@@ -102,6 +138,25 @@ class StagingTransaction:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def sqlite_temp_directory() -> Path:
+    """Where SQLite puts temp files: on Unix the first writable of $SQLITE_TMPDIR, $TMPDIR, /var/tmp,
+    /usr/tmp, /tmp and the current folder (SQLite's documented order); on Windows the system temp folder."""
+    if os.name == "nt":
+        return Path(tempfile.gettempdir())
+    unix_defaults = ("/var/tmp", "/usr/tmp", "/tmp")  # noqa: S108  # only read: where SQLite writes
+    for candidate in (os.environ.get("SQLITE_TMPDIR"), os.environ.get("TMPDIR"), *unix_defaults):
+        if candidate and os.path.isdir(candidate) and os.access(candidate, os.W_OK | os.X_OK):
+            return Path(candidate)
+    return Path.cwd()
+
+
+def _free_mib(directory: Path) -> int:
+    try:
+        return shutil.disk_usage(directory).free // 2**20
+    except OSError:
+        return -1
 
 
 def staging_exists(output: OutputSettings) -> bool:

@@ -110,11 +110,15 @@ class _Run:
         except BaseException as exc:
             if tx is not None:
                 tx.rollback()
-            self._fill(result, "failed", exc)
+            # A staging write that failed (a full disk, an I/O error) is told as such, not as a traceback.
+            error = tx.write_failure(exc) if tx is not None and isinstance(exc, sqlite3.Error) else exc
+            self._fill(result, "failed", error)
             if not self.dry_run:
                 _record_failure(self.settings, result)
-            if isinstance(exc, Exception):
-                exc.run_result = result  # type: ignore[attr-defined]  # counts for the failure alert
+            if isinstance(error, Exception):
+                error.run_result = result  # type: ignore[attr-defined]  # counts for the failure alert
+            if error is not exc:
+                raise error from exc
             raise
         finally:
             if tx is not None:
