@@ -57,6 +57,27 @@ def create_tables(con: sqlite3.Connection, schema: str, key_name: str, columns: 
         con.execute(ddl.format(s=schema, key=q(key_name)))
 
 
+EDITED_LOCALLY = "edited_locally"  # the reason, and the sync_state flag that makes the next run recompute
+
+
+def create_edit_trigger(con: sqlite3.Connection, schema: str, key_name: str, attrs: Sequence[str]) -> None:
+    """Mark a parcel whose carried columns someone edited by hand `pending` (reason edited_locally), and flag
+    the edit in sync_state. The source is the master: the next sync restores its values, logs the fields
+    it restored, and recomputes the aggregates, which still count the values from before the edit. A sync's
+    own writes always set last_synced; an edit by hand leaves it alone."""
+    columns = [key_name, *attrs]
+    edited = " OR ".join(f"NEW.{q(c)} IS NOT OLD.{q(c)}" for c in columns)
+    con.execute(
+        f"CREATE TRIGGER IF NOT EXISTS {schema}.parcels_edited_locally AFTER UPDATE OF "
+        f"{', '.join(q(c) for c in columns)} ON parcels WHEN NEW.last_synced IS OLD.last_synced AND ({edited}) "
+        f"BEGIN UPDATE parcels SET sync_status = 'pending', sync_reason = '{EDITED_LOCALLY}', sync_message = "
+        "'edited in the working DB; the next sync restores the values of the source' "
+        f"WHERE {q(key_name)} = NEW.{q(key_name)} AND sync_status != 'error'; "
+        f"INSERT INTO sync_state (name, value) VALUES ('{EDITED_LOCALLY}', '1') "
+        "ON CONFLICT (name) DO UPDATE SET value = excluded.value; END"
+    )
+
+
 def drop_parcels(con: sqlite3.Connection, schema: str) -> None:
     con.execute(f"DROP TABLE IF EXISTS {schema}.parcels")
 

@@ -92,6 +92,12 @@ class Publisher(Reconciliation):
         # A forced run over existing staging data, or one whose aggregates were lost, recomputes them at the
         # end; every other run adds what each batch changed.
         self.recompute = not self.initial and (force or stats.aggregates_lost(con, STATS, WORKING))
+        # Parcels edited by hand in the working DB (see working.create_edit_trigger): they are pending, so this
+        # run rewrites them from the source; the aggregates counted the edited values and are recomputed.
+        if working.get_state(con, WORKING, working.EDITED_LOCALLY):
+            self.recompute = not self.initial
+            con.execute(f"DELETE FROM {WORKING}.sync_state WHERE name = ?", (working.EDITED_LOCALLY,))
+        working.create_edit_trigger(con, WORKING, self.key, self.attrs)
         self.late_duplicates: set[str] = set()
         self.track_keys = False  # set by dry runs: `status` marks the changed keys pending
         self.changed_keys: list[str] = []  # inserted or updated
@@ -111,9 +117,9 @@ class Publisher(Reconciliation):
             "maxy REAL)"
         )
         self.changed_fields = _changed_fields(self.attrs)
-        empty_layer = con.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {GEO}.{q(self.layer)})").fetchone()[0] == 1
+        self.empty_layer = con.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {GEO}.{q(self.layer)})").fetchone()[0] == 1
         # An empty layer gets its R-tree packed in one go at the end (see load/rtree.py).
-        self.rtree_loader = RtreeBulkLoader(con, GEO, geopackage.rtree_name(self.layer)) if empty_layer else None
+        self.rtree_loader = RtreeBulkLoader(con, GEO, geopackage.rtree_name(self.layer)) if self.empty_layer else None
         con.execute("DELETE FROM temp.seen")
         geopackage.drop_triggers(con, GEO, self.layer)
 
@@ -153,6 +159,11 @@ class Publisher(Reconciliation):
             prev = working.previous_versions(self.con, WORKING, self.key, touched)
 
         exists = _known(parcels[self.key], prev.index)
+        featured = self._featured(keys)
+        if (featured & ~exists).any():
+            # A working row removed by hand while its feature stayed: the feature is rewritten in place, and
+            # the aggregates, which may still count the removed row, are recomputed.
+            self.recompute = True
         old = prev.reindex(parcels[self.key])
         # Rows kept only for a status (error or pending placeholders) have no content hash yet.
         had_content = exists & old["attr_hash"].notna().to_numpy()
@@ -162,9 +173,10 @@ class Publisher(Reconciliation):
             & (old["geom_hash"].to_numpy() == geom_hash)
             & (old["sync_status"].to_numpy() == "synced")
             & (old["in_geo"].to_numpy() == 1)
+            & featured
         )
         same &= not self.force
-        in_geo = exists & (old["in_geo"].to_numpy() == 1)
+        in_geo = featured
         write = ~same
         self.counts["unchanged"] += int(same.sum())
         self.counts["inserted"] += int((~had_content).sum())
@@ -198,6 +210,21 @@ class Publisher(Reconciliation):
             # Rows written now are published and current; rejected ones no longer count.
             after = stats.frame_contributions(rows[write], self.dimensions, self.measures)
             stats.merge(self.deltas, stats.subtract(after, before))
+
+    def _featured(self, keys: list[str]) -> np.ndarray:
+        """Which of the keys have a feature in the layer: the geo DB's own word, not the working DB's in_geo
+        (a reader may have deleted a feature, or a working row, by hand). Found through the key's index."""
+        if self.empty_layer or not keys:  # a first load: no lookups
+            return np.zeros(len(keys), dtype=bool)
+        found = {
+            row[0]
+            for row in self.con.execute(
+                f"SELECT {q(self.key)} FROM {GEO}.{q(self.layer)} WHERE {q(self.key)} IN "
+                "(SELECT value FROM json_each(?))",
+                (json.dumps(keys),),
+            )
+        }
+        return np.fromiter((k in found for k in keys), dtype=bool, count=len(keys))
 
     def _mark_seen(self, keys: list[str], issues: pd.DataFrame) -> set[str]:
         """Record this batch's keys; return those an earlier batch of this run already had.
@@ -240,7 +267,7 @@ class Publisher(Reconciliation):
         part, b = rows[write], bounds[write]
         existing, featured = exists[write], in_geo[write]
         fids = np.full(len(part), None, dtype=object)
-        order = np.concatenate([np.flatnonzero(~existing), np.flatnonzero(existing & ~featured)])
+        order = np.concatenate([np.flatnonzero(~existing & ~featured), np.flatnonzero(existing & ~featured)])
         new_fids = list(range(self.next_fid, self.next_fid + len(order)))
         fids[order] = new_fids
         self.next_fid += len(order)
