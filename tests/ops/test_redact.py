@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from countydatasync.ops.redact import MASK, RedactingFilter, forget_secrets, redact, register_secret
+from countydatasync.ops.redact import (
+    MASK,
+    RedactingFilter,
+    forget_secrets,
+    redact,
+    register_secret,
+    settings_secrets,
+)
+from countydatasync.settings import Settings
 
 # Passwords people and generators really pick, with the characters that break naive parsers.
 passwords = st.text(alphabet=st.sampled_from("aZ9;}{@% =:/'\"\\&#?xq-_!"), min_size=6, max_size=24).filter(
@@ -134,3 +142,17 @@ def test_a_secret_as_sqlalchemy_writes_it_into_a_url_is_removed() -> None:
     register_secret(secret)
     echoed = 'Failed to connect: unexpected spaces found in "my pass%40word%3B%7D%25%22q", use %20 instead'
     assert redact(echoed) == f'Failed to connect: unexpected spaces found in "{MASK}", use %20 instead'
+
+
+@settings(max_examples=100, deadline=None)
+@given(password=passwords)
+def test_a_password_inside_an_encoded_odbc_connect_string_is_removed(password: str) -> None:
+    """PWD after another key (`...%3BUID%3Du%3BPWD%3D...`), as pyodbc users write `odbc_connect` URLs."""
+    connect = f"DRIVER={{ODBC Driver 18 for SQL Server}};SERVER=db;UID=u;PWD={_odbc_value(password)};"
+    url = "mssql+pyodbc:///?odbc_connect=" + quote(connect, safe="")
+    out = redact(f"cannot read {url} table MasterParcels")
+    assert quote(password, safe="") not in out and "UID%3Du%3BPWD%3D***" in out
+    # The value itself is a known secret too, for drivers that echo the decoded string.
+    secrets = settings_secrets(Settings(source={"url": url}))
+    assert password in secrets
+    assert password not in redact(f"login failed for {connect}", secrets)

@@ -61,7 +61,10 @@ _QUOTED_KEY = re.compile(
 
 # A URL-encoded ODBC string (`?odbc_connect=...PWD%3D%7Ba%3Bb%7D...`): the value runs to the end of the
 # query parameter, hiding the connection options after it too.
-_ENCODED_PASSWORD = re.compile(r"(?P<head>(?<![A-Za-z0-9])(?:pwd|password)%3D)(?P<secret>[^&\s'\"]+)", re.IGNORECASE)
+# The key follows an encoded ";" (`%3BPWD%3D`) as often as the start of the parameter.
+_ENCODED_PASSWORD = re.compile(
+    r"(?P<head>(?:(?<![A-Za-z0-9])|(?<=%3B))(?:pwd|password)%3D)(?P<secret>[^&\s'\"]+)", re.IGNORECASE
+)
 
 # Authorization headers and SMTP AUTH exchanges.
 _BEARER = re.compile(
@@ -120,10 +123,20 @@ def settings_secrets(settings: Settings) -> list[str]:
     try:
         from sqlalchemy.engine import make_url
 
-        in_url = make_url(settings.source.url).password
+        url = make_url(settings.source.url)
+        in_url = url.password
+        odbc = url.query.get("odbc_connect")
     except Exception:  # an invalid URL has no password to find; doctor and the run report it
-        in_url = None
-    return found + ([str(in_url)] if in_url else [])
+        in_url, odbc = None, None
+    found += [str(in_url)] if in_url else []
+    # A SQL Server URL may carry a whole ODBC connection string (`?odbc_connect=...PWD=...`).
+    for connect in [odbc] if isinstance(odbc, str) else odbc or ():
+        for match in _PASSWORD_VALUE.finditer(connect):
+            value = match.group("secret").strip()
+            if value.startswith("{") and value.endswith("}"):
+                value = value[1:-1].replace("}}", "}")
+            found += [value] if value else []
+    return found
 
 
 def forget_secrets() -> None:
