@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 from datetime import datetime
 from decimal import Decimal
+from urllib.parse import quote_plus
 
 import pytest
 import shapely
@@ -94,6 +95,15 @@ def test_the_password_is_braced_for_odbc_and_never_shown() -> None:
     args, _ = source.dialect.create_connect_args(source.url)
     assert "PWD={s3;cr}}t@p%ss}" in args[0]  # ; and } cannot end the value early
     assert SECRET not in source.description and "***" in source.description
+
+
+def test_a_password_inside_an_odbc_connect_url_is_never_shown() -> None:
+    """The whole ODBC string in the URL, PWD after other keys: SQLAlchemy's hide_password misses it."""
+    braced = "{" + SECRET.replace("}", "}}") + "}"
+    connect = quote_plus(f"DRIVER={{ODBC Driver 18 for SQL Server}};SERVER=sqlhost;UID=cds;PWD={braced};")
+    source = open_source(Settings(source={"url": f"mssql+pyodbc:///?odbc_connect={connect}"}))
+    assert "UID%3Dcds" in source.description and quote_plus(SECRET) not in source.description
+    assert "PWD%3D***" in source.description
 
 
 class PyodbcError(Exception):

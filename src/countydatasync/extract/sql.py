@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import Any, TypeVar
-from urllib.parse import quote, quote_plus
 
 import pandas as pd
 import sqlalchemy as sa
@@ -45,6 +44,7 @@ from countydatasync.extract.base import (
     check_progress,
     paginate,
 )
+from countydatasync.ops.redact import redact as redact_secrets
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,7 +59,8 @@ class SqlSource:
     def __init__(self, url: URL, spec: SourceSpec, **engine_options: Any) -> None:
         self.spec = spec
         self.url = url
-        self.description = f"{url.render_as_string(hide_password=True)} table {spec.table}"
+        # redact(): hide_password misses a password inside an `odbc_connect` query parameter.
+        self.description = redact_secrets(f"{url.render_as_string(hide_password=True)} table {spec.table}")
         self._engine_options = engine_options
         self._engine: Engine | None = None
         self.catalog_types: dict[str, Any] = {}
@@ -160,14 +161,8 @@ class SqlSource:
         return self.redact(f"{doing} {self.description}: {type(exc).__name__}: {_first_line(exc)}")
 
     def redact(self, text: str) -> str:
-        """`text` with the password (as given, URL-encoded, or ODBC-braced) replaced by ***."""
-        password = str(self.url.password or "")
-        if password:
-            forms = {password, quote(password, safe=""), quote_plus(password), password.replace("}", "}}")}
-            forms.add(quote(password, safe=" +"))  # as SQLAlchemy writes it into a URL
-            for form in sorted(forms, key=len, reverse=True):
-                text = text.replace(form, "***")
-        return text
+        """`text` with the password (in any form it takes in a URL or an ODBC string) replaced by ***."""
+        return redact_secrets(text, [str(self.url.password or "")])
 
     def snapshot_options(self) -> dict[str, Any]:
         """SQLAlchemy execution options that make one connection's reads a consistent snapshot (none here)."""
