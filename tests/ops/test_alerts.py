@@ -16,7 +16,7 @@ import pytest
 import trustme
 
 from countydatasync.errors import PermanentSourceError, RunLockedError
-from countydatasync.ops.alerts import alert_state_path, notify_run
+from countydatasync.ops.alerts import alert_state_path, notify_run, rejection_exceeded
 from countydatasync.settings import Settings
 from countydatasync.sync.result import RunResult
 
@@ -141,7 +141,8 @@ def test_rejections_over_the_threshold_are_mailed(
     assert notify_run(by_share, _result(status="succeeded", rejected=51), None, now=T0)
     body = inbox.messages[0].get_content()
     assert inbox.messages[0]["Subject"] == "[CountyDataSync] sync rejected too many rows: MasterParcels"
-    assert "rejected  51 (5.1% of extracted)" in body and "more than 5.0% rejected" in body
+    assert "rejected  51; new: 51, 5.1% of the rows not already in error" in body
+    assert "more than 5.0% newly rejected" in body
     assert "`errors` table of" in body
     by_count = make_settings(port, max_rejected_share=None, max_rejected_rows=10, repeat_minutes=0)
     assert not notify_run(by_count, _result(status="succeeded", extracted=100_000, rejected=10), None, now=T0)
@@ -362,3 +363,20 @@ def test_doctor_gives_up_on_such_a_server_at_the_deadline(dribbler: _Dribbler) -
     assert check.detail == (
         f"127.0.0.1:{dribbler.port}: TimeoutError: no complete SMTP exchange within alerts.timeout_seconds (1 s)"
     )
+
+
+def test_parcels_already_in_error_do_not_alert_again(
+    starttls_server: tuple[int, Inbox], make_settings: Callable[..., Settings]
+) -> None:
+    """An incremental run re-reads every parcel in error: with no edit at the source, nearly all it extracts
+    is rejected again. That was news once; each quiet night must not mail it again."""
+    port, inbox = starttls_server
+    settings = make_settings(port, max_rejected_share=0.05, max_rejected_rows=100, repeat_minutes=0)
+    quiet = _result(status="succeeded", extracted=260, rejected=255)
+    quiet.still_rejected = 255
+    assert rejection_exceeded(settings.alerts, _result(status="succeeded", extracted=260, rejected=255))
+    assert not notify_run(settings, quiet, None, now=T0)
+    worse = _result(status="succeeded", extracted=260, rejected=258)  # 3 new of the 5 rows not in error before
+    worse.still_rejected = 255
+    assert notify_run(settings, worse, None, now=T0)
+    assert "rejected  258; new: 3, 60.0% of the rows not already in error" in inbox.messages[0].get_content()

@@ -52,3 +52,22 @@ def test_a_pacific_time_master_with_offsets_syncs_and_finds_its_edits(source_cop
     state = query(settings.output.working_path, "SELECT value FROM sync_state WHERE name = 'watermark'")
     assert state["value"].tolist() == ["2030-06-01T09:00:00"]
     assert run_sync(settings).updated == 0  # the watermark moved past both edits
+
+
+def test_a_quiet_run_counts_its_re_read_errors_as_already_in_error(source_copy: Path, make_settings) -> None:
+    """Parcels in error are re-read by every watermark run; the run tells them apart from new rejections,
+    which is what the rejection alert looks at."""
+    settings = make_settings(source_copy)
+    first = run_sync(settings)
+    assert first.rejected > 0 and first.still_rejected == 0
+    con = sqlite3.connect(source_copy)
+    with con:  # one more bad parcel at the source
+        con.execute(
+            "UPDATE MasterParcels SET Shape = X'00', LastModified = '2031-01-01T00:00:00' WHERE PIN = "
+            "(SELECT PIN FROM MasterParcels WHERE PIN IS NOT NULL AND length(Shape) > 40 "
+            "GROUP BY PIN HAVING count(*) = 1 LIMIT 1)"
+        )
+    con.close()
+    second = run_sync(settings)
+    assert second.rejected - second.still_rejected == 1
+    assert second.still_rejected > 0 and second.extracted - second.rejected <= 1  # nothing else was read

@@ -43,11 +43,15 @@ def alert_state_path(settings: Settings) -> Path:
 
 
 def rejection_exceeded(alerts: AlertSettings, result: RunResult) -> bool:
-    """True when the run rejected more rows than the configured count or share allows."""
-    if alerts.max_rejected_rows is not None and result.rejected > alerts.max_rejected_rows:
+    """True when the run rejected more new rows than the configured count or share allows. Parcels already
+    in error before the run are re-read by every run and left out of both: they were news once, when they
+    first failed, and counting them again made every quiet nightly run an alert."""
+    new = result.rejected - result.still_rejected
+    if alerts.max_rejected_rows is not None and new > alerts.max_rejected_rows:
         return True
-    if alerts.max_rejected_share is not None and result.extracted:
-        return result.rejected / result.extracted > alerts.max_rejected_share
+    read = result.extracted - result.still_rejected
+    if alerts.max_rejected_share is not None and read:
+        return new / read > alerts.max_rejected_share
     return False
 
 
@@ -62,7 +66,8 @@ def compose_alert(settings: Settings, result: RunResult | None, error: BaseExcep
     elif result is not None and result.error:
         lines += [f"Error: {result.error}", ""]
     if result is not None:
-        share = f" ({result.rejected / result.extracted:.1%} of extracted)" if result.extracted else ""
+        new, read = result.rejected - result.still_rejected, result.extracted - result.still_rejected
+        share = f"; new: {new:,}, {new / read:.1%} of the rows not already in error" if read else ""
         lines += [
             f"Run {result.run_id} ({result.mode}), status {result.status}, "
             f"started {result.started_at:%Y-%m-%d %H:%M:%S %Z}, took {result.duration_s:.1f} s.",
@@ -82,7 +87,7 @@ def compose_alert(settings: Settings, result: RunResult | None, error: BaseExcep
                 f"more than {alerts.max_rejected_rows:,} rows" if alerts.max_rejected_rows is not None else "",
                 f"more than {alerts.max_rejected_share:.1%}" if alerts.max_rejected_share is not None else "",
             ]
-            lines += [f"Alert threshold: {' or '.join(x for x in limits if x)} rejected.", ""]
+            lines += [f"Alert threshold: {' or '.join(x for x in limits if x)} newly rejected.", ""]
     else:
         lines += [f"Source: {settings.source.url} table {settings.source.table}", ""]
     output = settings.output

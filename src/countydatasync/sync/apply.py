@@ -85,7 +85,7 @@ class Publisher(Reconciliation):
         self.attrs = [c.name for c in settings.columns] + ["gis_acres"]
         self.dimensions, self.measures = settings.stats.dimensions, settings.stats.measures
         self.counts = dict.fromkeys(
-            ("extracted", "inserted", "updated", "unchanged", "rejected", "deleted", "repaired"), 0
+            ("extracted", "inserted", "updated", "unchanged", "rejected", "deleted", "repaired", "still_rejected"), 0
         )
         self.deltas: stats.Deltas = {}
         self.initial = con.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {WORKING}.parcels)").fetchone()[0] == 1
@@ -159,6 +159,8 @@ class Publisher(Reconciliation):
             prev = working.previous_versions(self.con, WORKING, self.key, touched)
 
         exists = _known(parcels[self.key], prev.index)
+        was_error = prev.index[prev["sync_status"] == "error"]
+        self.counts["still_rejected"] += int(rejected["key"].isin(was_error).sum()) if len(was_error) else 0
         featured = self._featured(keys)
         if (featured & ~exists).any():
             # A working row removed by hand while its feature stayed: the feature is rewritten in place, and

@@ -29,6 +29,7 @@ class RunResult:
     rejected: int = 0
     deleted: int = 0
     repaired: int = 0
+    still_rejected: int = 0  # of `rejected`, rows whose parcel was already in error before the run (not stored)
     error: str | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
 
