@@ -156,3 +156,20 @@ target_srid = 4326
     aggregates = query(settings.output.stats_path, "SELECT value, parcel_count FROM aggregates")
     assert aggregates["parcel_count"].sum() == result.inserted
     assert set(aggregates["value"]) <= set(data["UseCode"].dropna())
+
+
+def test_an_empty_value_means_none_where_a_setting_may_be_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The help texts promise "empty: no share limit", "empty keeps the source CRS": TOML has no null, so
+    an empty string (or an empty environment variable) is how an operator writes that."""
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "county.toml"
+    config.write_text('[output]\ntarget_srid = ""\n[alerts]\nca_file = ""\nmax_rejected_rows = " "\n')
+    monkeypatch.setenv("CDS_ALERTS__MAX_REJECTED_SHARE", "")
+    settings = load_settings(config, env_file=None)
+    assert settings.output.target_srid is None and settings.alerts.ca_file is None
+    assert settings.alerts.max_rejected_share is None and settings.alerts.max_rejected_rows is None
+    with pytest.raises(ConfigError, match="output.layer"):  # a setting that may not be empty still may not
+        config.write_text('[output]\nlayer = ""\n')
+        load_settings(config, env_file=None)

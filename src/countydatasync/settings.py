@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -75,6 +75,17 @@ class SettingsSection(BaseModel):
     setting silently left at its default."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_none(cls, values: object) -> object:
+        """An empty value (`CDS_ALERTS__MAX_REJECTED_SHARE=`, or `""` in TOML, which has no null) is None
+        for every field that may be None: the help texts say "empty: no limit", "empty keeps ...". Without
+        this, an empty number failed to parse and an empty path read as the current folder."""
+        if not isinstance(values, dict):
+            return values
+        optional = {name for name, field in cls.model_fields.items() if type(None) in get_args(field.annotation)}
+        return {k: (None if k in optional and isinstance(v, str) and not v.strip() else v) for k, v in values.items()}
 
 
 class ColumnSpec(SettingsSection):
@@ -318,9 +329,7 @@ class LoggingSettings(SettingsSection):
     def _rotation_keeps_a_file(self) -> LoggingSettings:
         # Rotating into no backup file would either empty the log or never rotate it at all.
         if self.max_bytes > 0 and self.backup_count < 1:
-            raise ValueError(
-                "backup_count must be at least 1 when max_bytes is set; set max_bytes = 0 to never rotate"
-            )
+            raise ValueError("backup_count must be at least 1 when max_bytes is set; set max_bytes = 0 to never rotate")
         return self
 
 
@@ -346,14 +355,17 @@ class AlertSettings(SettingsSection):
     subject_prefix: str = Field(default="[CountyDataSync]", description="Start of every alert's subject.")
     on_failure: bool = Field(default=True, description="Send an alert when a run fails.")
     max_rejected_rows: int | None = Field(
-        default=None, ge=0, description="Alert when a run rejects more rows than this; empty: no count limit."
+        default=None,
+        ge=0,
+        description="Alert when a run rejects more rows than this, not counting parcels already in error "
+        "before the run (every run re-reads them); empty: no count limit.",
     )
     max_rejected_share: float | None = Field(
         default=0.05,
         ge=0,
         le=1,
-        description="Alert when a run rejects more than this share of the rows it "
-        "extracted (0.05 = 5%); empty: no share limit.",
+        description="Alert when a run rejects more than this share of the rows it extracted (0.05 = 5%), "
+        "not counting parcels already in error before the run; empty: no share limit.",
     )
     repeat_minutes: float = Field(
         default=60.0, ge=0, description="An identical alert is not sent again within this many minutes."
