@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import URL
@@ -58,7 +59,8 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except (CountyDataSyncError, OSError) as exc:
-        err.print(f"[bold red]error:[/] {redact(str(exc))}", markup=True, highlight=False)
+        # escape(): a message is text, not markup ("pip install 'countydatasync[mssql]'" lost its brackets).
+        err.print(f"[bold red]error:[/] {escape(redact(str(exc)))}", markup=True, highlight=False)
         raise typer.Exit(1) from None
 
 
@@ -98,7 +100,11 @@ def _report(result: RunResult) -> None:
     console.print(_summary(result))
     for name, path in result.outputs.items():
         console.print(f"  {name:8} {path}")
-    if result.rejected:
+    if result.rejected and result.mode.startswith("dry-run"):
+        console.print(
+            f"  {result.rejected:,} rows would be rejected; a sync lists them in the working DB's `errors` table."
+        )
+    elif result.rejected:
         console.print(
             f"  {result.rejected:,} rejected rows are listed with their reasons in the working DB's `errors` table."
         )
@@ -116,12 +122,14 @@ def _run(settings: Settings, full: bool = False, dry_run: bool = False) -> RunRe
         except CountyDataSyncError as exc:
             # No run without its log file: unattended, the file is the only record of what a run did. The
             # run fails (exit 1) and, like any failed run, is e-mailed, so the setting is fixed the same day.
-            notify_run(settings, None, exc)
+            if not dry_run:
+                notify_run(settings, None, exc)
             raise
     with _errors(), _progress() as progress:
         return run_and_notify(
             settings,
             lambda: run_sync(settings, full=full, dry_run=dry_run, progress=progress),  # type: ignore[arg-type]
+            alert=not dry_run,
         )
 
 

@@ -272,9 +272,10 @@ def notify_run(
         return False
 
 
-def run_and_notify(settings: Settings, run: Callable[[], RunResult]) -> RunResult:
+def run_and_notify(settings: Settings, run: Callable[[], RunResult], alert: bool = True) -> RunResult:
     """Call `run` (e.g. `lambda: run_sync(settings)`), log a failure to the log file and send the alerts its
-    outcome calls for, then return its result or re-raise its exception unchanged.
+    outcome calls for, then return its result or re-raise its exception unchanged. alert=False (a dry run,
+    whose outcome is on the screen of whoever started it) logs the same and mails nobody.
 
     A Ctrl-C (KeyboardInterrupt) or SystemExit is not a failure worth an e-mail and passes straight through;
     neither is RunLockedError (another sync holds the lock), which is logged and re-raised without an alert.
@@ -290,9 +291,11 @@ def run_and_notify(settings: Settings, run: Callable[[], RunResult]) -> RunResul
             exc_info=not isinstance(exc, CountyDataSyncError),
         )
         partial = getattr(exc, "run_result", None)
-        notify_run(settings, partial if isinstance(partial, RunResult) else None, exc)
+        if alert:
+            notify_run(settings, partial if isinstance(partial, RunResult) else None, exc)
         raise
-    notify_run(settings, result, None)
+    if alert:
+        notify_run(settings, result, None)
     return result
 
 

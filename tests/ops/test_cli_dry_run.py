@@ -1,0 +1,64 @@
+"""What a real `countydatasync` process prints and mails: a dry run is a check by hand, mailed to nobody;
+error messages keep their square brackets."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from countydatasync.sample.county import SampleCounty, write_sample_county
+
+from .smtp_server import PASSWORD, USER, make_ca, start_server
+
+
+def _cli(work: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "countydatasync.cli", *args],
+        cwd=work,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_dry_run_over_the_rejection_limit_mails_nobody(clean_env: Path, tmp_path: Path) -> None:
+    county = write_sample_county(tmp_path / "county.sqlite", SampleCounty(parcels=300, seed=7))
+    ca, ca_file = make_ca(tmp_path)
+    controller, inbox = start_server(ca, implicit_tls=False)
+    env = {
+        "CDS_SOURCE__URL": f"sqlite:///{county}",
+        "CDS_OUTPUT__DIRECTORY": str(clean_env / "staging"),
+        "CDS_ALERTS__SMTP_HOST": "127.0.0.1",
+        "CDS_ALERTS__SMTP_PORT": str(controller.port),
+        "CDS_ALERTS__CA_FILE": str(ca_file),
+        "CDS_ALERTS__USERNAME": USER,
+        "CDS_ALERTS__PASSWORD": PASSWORD,
+        "CDS_ALERTS__TO": '["gis-team@county.example"]',
+        "CDS_ALERTS__MAX_REJECTED_ROWS": "0",  # the sample county's bad records are over it
+    }
+    try:
+        dry = _cli(clean_env, env, "sync", "--dry-run")
+        mailed_after_dry_run = len(inbox.messages)
+        real = _cli(clean_env, env, "sync")
+    finally:
+        controller.stop()
+    assert dry.returncode == 0, dry.stderr
+    assert "rows would be rejected; a sync lists them" in " ".join(dry.stdout.split())
+    assert mailed_after_dry_run == 0
+    assert real.returncode == 0, real.stderr
+    assert len(inbox.messages) == 1  # the same outcome from a real run is mailed
+    assert inbox.messages[0]["Subject"] == "[CountyDataSync] sync rejected too many rows: MasterParcels"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pyodbc") is not None, reason="pyodbc is installed")
+def test_an_error_message_keeps_its_square_brackets(clean_env: Path) -> None:
+    run = _cli(clean_env, {"CDS_SOURCE__URL": "mssql+pyodbc://reader@sqlhost/county"}, "sync")
+    assert run.returncode == 1
+    message = " ".join(run.stderr[run.stderr.index("error:") :].split())  # the one-line message, not the log
+    assert "pip install 'countydatasync[mssql]'" in message
