@@ -74,6 +74,9 @@ def test_the_init_template_is_valid_and_complete(tmp_path: Path) -> None:
     loaded = load_settings(path, env_file=None)
     assert loaded.model_dump() == type(loaded)().model_dump()
     assert "password =" not in settings_template().replace("# password =", "")
+    # each password's hint names the command that stores that one (the SMTP one needs --smtp)
+    assert "CDS_SOURCE__PASSWORD or use `countydatasync credentials set`)" in settings_template()
+    assert "CDS_ALERTS__PASSWORD or use `countydatasync credentials set --smtp`)" in settings_template()
 
 
 def _other_county(path: Path, parcels: int) -> pd.DataFrame:

@@ -533,7 +533,11 @@ def settings_template(settings: Settings | None = None) -> str:
             current = getattr(value, sub)
             lines.append(f"# {sub_field.description}")
             if isinstance(current, SecretStr) or sub == "password":
-                hint = f"set CDS_{name.upper()}__{sub.upper()} or use `countydatasync credentials set`"
+                store = {
+                    "source": " or use `countydatasync credentials set`",
+                    "alerts": " or use `countydatasync credentials set --smtp`",
+                }.get(name, "")  # the OS credential store keeps these two
+                hint = f"set CDS_{name.upper()}__{sub.upper()}{store}"
                 lines.append(f"# {sub} = ({hint})")
             elif current is None:
                 lines.append(f"# {sub} =")
