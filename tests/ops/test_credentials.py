@@ -151,6 +151,14 @@ def test_nothing_is_stored_without_a_login_to_store_it_for(file_keyring: Path, c
     with pytest.raises(ConfigError, match="alerts.smtp_host and alerts.username"):
         set_password(sqlite, PASSWORD, smtp=True)
     assert not file_keyring.exists()
+    from typer.testing import CliRunner
+
+    from countydatasync.cli import app
+
+    # The command says so before it asks for a password (it used to ask twice, then refuse).
+    refused = CliRunner().invoke(app, ["credentials", "set"], input="")
+    assert refused.exit_code == 1 and "names no user" in refused.output
+    assert "Password" not in refused.output
 
 
 def test_an_empty_password_in_the_environment_or_dotenv_counts_as_unset(

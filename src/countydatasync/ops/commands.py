@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from countydatasync.errors import CountyDataSyncError
-from countydatasync.ops.credentials import delete_password, set_password, smtp_key, source_key
+from countydatasync.ops.credentials import delete_password, set_password, smtp_key, source_key, storable_key
 from countydatasync.ops.doctor import diagnose, has_failure
 from countydatasync.ops.redact import redact
 from countydatasync.settings import Settings, load_settings
@@ -52,7 +52,7 @@ def credentials_set(config: ConfigOption = None, smtp: SmtpOption = False) -> No
     """Prompt for the password (not echoed) and store it under the source URL's user@host/database."""
     settings = _settings(config)
     try:
-        key = smtp_key(settings) if smtp else source_key(settings)
+        key = storable_key(settings, smtp)
     except CountyDataSyncError as exc:
         err.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(1) from None

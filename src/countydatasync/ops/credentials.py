@@ -48,11 +48,9 @@ def _key(settings: Settings, smtp: bool) -> str:
     return smtp_key(settings) if smtp else source_key(settings)
 
 
-def set_password(settings: Settings, password: str, smtp: bool = False) -> str:
-    """Store the source (or SMTP) password in the OS credential store; returns the key it is stored under.
-    Raises CredentialStoreError when no usable store is available."""
-    if not password:
-        raise ConfigError("refusing to store an empty password")
+def storable_key(settings: Settings, smtp: bool = False) -> str:
+    """The key a password would be stored under; a ConfigError when the settings name no login to store
+    one for (checked before anyone is asked to type a password)."""
     if smtp and not (settings.alerts.username and settings.alerts.smtp_host):
         raise ConfigError("set alerts.smtp_host and alerts.username before storing an SMTP password")
     if not smtp and not _url_user(settings.source.url):
@@ -60,7 +58,15 @@ def set_password(settings: Settings, password: str, smtp: bool = False) -> str:
             "source.url names no user (e.g. postgresql+psycopg://reader@host/db), so there is "
             "no login to store a password for; a SQLite source needs none"
         )
-    key = _key(settings, smtp)
+    return _key(settings, smtp)
+
+
+def set_password(settings: Settings, password: str, smtp: bool = False) -> str:
+    """Store the source (or SMTP) password in the OS credential store; returns the key it is stored under.
+    Raises CredentialStoreError when no usable store is available."""
+    if not password:
+        raise ConfigError("refusing to store an empty password")
+    key = storable_key(settings, smtp)
     try:
         keyring.set_password(SERVICE, key, password)
     except keyring.errors.KeyringError as exc:
