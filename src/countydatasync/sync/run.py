@@ -22,9 +22,10 @@ import pandas as pd
 from countydatasync.errors import CountyDataSyncError
 from countydatasync.extract import Source, open_source
 from countydatasync.load import geopackage, stats, working
+from countydatasync.load.geopackage import q
 from countydatasync.load.transaction import APPEND_CACHE_MIB, GEO, STATS, WORKING, StagingTransaction
 from countydatasync.ops.redact import redact, settings_secrets
-from countydatasync.settings import Settings
+from countydatasync.settings import KEY_TABLES, Settings
 from countydatasync.sync import producer
 from countydatasync.sync.apply import Publisher
 from countydatasync.sync.lock import run_lock
@@ -37,6 +38,12 @@ ProgressCallback = Callable[[str, int, int | None], None]
 """Called as progress(stage, rows_done, rows_total_or_None); the CLI draws a bar, the server logs."""
 
 KEEP_ERROR_RUNS = 30  # runs whose error rows stay in the working DB
+
+# The fingerprint of the settings (and the source's declared column types) that the staging databases were
+# built from, kept in the working DB, in three parts that a change affects differently:
+SCHEMA_PARTS = ("key", "layer", "srid", "columns")  # the tables' shape: rebuilt
+STATS_PARTS = ("dimensions", "measures")  # the aggregates: recomputed from the working DB
+READ_PARTS = ("source",)  # what rows are read and how they are typed: every row read again, compared by hash
 
 
 def _no_progress(stage: str, done: int, total: int | None) -> None:
@@ -75,6 +82,8 @@ class _Run:
         self.started = datetime.now(UTC)
         self.now = self.started.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
         self.publisher: Publisher | None = None
+        self.source_description = ""  # where rows come from, and their declared types: set once the source is open
+        self.source_types: dict[str, str] = {}
 
     def execute(self) -> RunResult:
         output = self.settings.output
@@ -84,6 +93,8 @@ class _Run:
         tx: StagingTransaction | None = None
         try:
             tx = StagingTransaction(output, dry_run=self.dry_run)
+            self.source_types = _declared_types(source, self.settings)
+            self.source_description = source.description
             force = self._prepare_schema(tx.con) or self.full
             result.run_id = stats.next_run_id(tx.con, STATS, WORKING)
             self.publisher = Publisher(tx.con, self.settings, self.plan, result.run_id, self.now, force)
@@ -131,43 +142,84 @@ class _Run:
 
     # --- schema --------------------------------------------------------------------------------------
     def _fingerprint(self) -> str:
-        s = self.settings
+        s, src = self.settings, self.settings.source
         return json.dumps(
             {
-                "key": s.source.key_name,
+                "key": src.key_name,
                 "layer": s.output.layer,
                 "srid": self.plan.output_srid,
                 "columns": [[c.name, c.type] for c in s.columns],
                 "dimensions": s.stats.dimensions,
                 "measures": s.stats.measures,
+                "source": {
+                    "table": self.source_description,  # where from (no password)
+                    "db_schema": src.db_schema,
+                    "key_column": src.key_column,
+                    "geometry_column": src.geometry_column,
+                    "geometry_encoding": src.geometry_encoding,
+                    "srid": src.srid,
+                    "timezone": src.timezone,
+                    "modified_column": src.modified_column or None,
+                    "column_sources": [c.source for c in s.columns],
+                    "declared_types": self.source_types,
+                },
             }
         )
 
     def _prepare_schema(self, con: sqlite3.Connection) -> bool:
-        """Create missing tables; rebuild ours when the settings changed their shape. True when rebuilt."""
+        """Create missing tables; bring ours in line with what the last successful run built them from
+        (the stored fingerprint). True when the staging schema was rebuilt.
+
+        A watermark run reads only the rows modified since the last run, so a change in how rows are read or
+        typed (a column's source, the timezone, the source itself or a column's declared type) drops the
+        watermark: this run reads every row, and the content hashes find the parcels that came out otherwise."""
         s = self.settings
         layer = s.output.layer
-        # NOCASE: SQLite table names ignore case, so "Parcels" is the existing layer "parcels", renamed.
-        has_layer = (
-            con.execute(
-                f"SELECT 1 FROM {GEO}.sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE", (layer,)
-            ).fetchone()
-            is not None
-        )
-        stored = working.get_state(con, WORKING, "fingerprint")
-        rebuild = stored != self._fingerprint() or not has_layer
-        if rebuild and (stored is not None or has_layer):
+        # lower(): SQLite table names ignore case, so "Parcels" is the existing layer "parcels", renamed.
+        tables = con.execute(f"SELECT name FROM {GEO}.sqlite_master WHERE type = 'table'").fetchall()
+        geo_tables = {row[0].lower() for row in tables}
+        has_layer = layer.lower() in geo_tables
+        stored_text = working.get_state(con, WORKING, "fingerprint")
+        stored = _parsed(stored_text)
+        current = json.loads(self._fingerprint())
+
+        def changed(parts: tuple[str, ...]) -> bool:
+            return any(stored.get(part) != current[part] for part in parts)
+
+        rebuild = changed(SCHEMA_PARTS) or not has_layer
+        if rebuild and (stored_text is not None or has_layer):
             log.warning("staging schema differs from the settings (or the geo DB is missing): full rebuild")
-            geopackage.drop_layer(con, GEO, layer)
+            self._rename_key(con)
+            # The previous layer too: under another name it would stay in the geo DB, stale. A new geo DB (another
+            # output.geo_db) has no GeoPackage tables yet, and nothing to drop.
+            for name in {layer, str(stored.get("layer") or layer)} if "gpkg_contents" in geo_tables else ():
+                geopackage.drop_layer(con, GEO, name)
             working.drop_parcels(con, WORKING)
             stats.drop_aggregates(con, STATS)
             working.create_tables(con, WORKING, s.source.key_name, s.columns)
+            con.execute(f"DELETE FROM {WORKING}.sync_state WHERE name LIKE 'watermark%'")
+        if not rebuild and changed(STATS_PARTS):
+            log.warning("stats dimensions or measures changed: aggregates recomputed")
+            stats.drop_aggregates(con, STATS)  # the run finds them lost and recomputes them (see Publisher)
+        if not rebuild and changed(READ_PARTS):
+            log.warning("how the source is read changed (settings or column types): every row is read again")
             con.execute(f"DELETE FROM {WORKING}.sync_state WHERE name LIKE 'watermark%'")
         if rebuild:
             geopackage.create_layer(con, GEO, layer, s.source.key_name, s.columns, self.plan.output_srid)
         working.create_tables(con, WORKING, s.source.key_name, s.columns)
         stats.create_tables(con, STATS, s.stats.measures)
         return rebuild
+
+    def _rename_key(self, con: sqlite3.Connection) -> None:
+        """The errors and the change log outlive a rebuild: their key column takes the current key name,
+        which every insert names (and a new working DB would have)."""
+        key = self.settings.source.key_name
+        for table in ("errors", "change_log"):
+            fixed = KEY_TABLES[f"working DB {table}"]
+            names = [row[1] for row in con.execute(f"PRAGMA {WORKING}.table_info({table})")]
+            old = [name for name in names if name.lower() not in fixed]
+            if len(old) == 1 and old[0] != key:
+                con.execute(f"ALTER TABLE {WORKING}.{table} RENAME COLUMN {q(old[0])} TO {q(key)}")
 
     # --- extraction ----------------------------------------------------------------------------------
     def _watermark(self, con: sqlite3.Connection) -> tuple[pd.Timestamp, str] | None:
@@ -250,6 +302,29 @@ class _Run:
         if exc is not None:
             text = str(exc) if isinstance(exc, CountyDataSyncError) else f"{type(exc).__name__}: {exc}"
             result.error = redact(text, settings_secrets(self.settings))
+
+
+def _parsed(fingerprint: str | None) -> dict[str, object]:
+    """A stored fingerprint's parts; none for a new working DB (or an unreadable value), so all differ."""
+    try:
+        parts = json.loads(fingerprint or "{}")
+    except ValueError:
+        return {}
+    return parts if isinstance(parts, dict) else {}
+
+
+def _declared_types(source: Source, settings: Settings) -> dict[str, str]:
+    """The source's declared types of the columns a run reads. A changed type (ALTER COLUMN ... TYPE, a
+    table rebuilt) can change every row's value without moving a modified timestamp. Reflecting the table
+    also checks that every configured column is there before anything is written."""
+    check = getattr(source, "table", None)  # the SQLAlchemy backends' catalog check
+    if check is None:
+        return {}
+    check()
+    types = getattr(source, "catalog_types", {})
+    src = settings.source
+    read = [src.key_column, src.geometry_column, src.modified_column, *(c.source for c in settings.columns)]
+    return {name: repr(types[name]) for name in dict.fromkeys(read) if name and name in types}
 
 
 def _later(a: pd.Timestamp, b: pd.Timestamp) -> pd.Timestamp:
