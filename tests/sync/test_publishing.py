@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from countydatasync.errors import PublishError, RunLockedError
+from countydatasync.errors import CountyDataSyncError, PublishError, RunLockedError
 from countydatasync.sync import run_sync
 from countydatasync.sync.lock import run_lock
 from countydatasync.sync.status import mark_pending
@@ -280,3 +281,35 @@ def test_one_run_at_a_time_and_a_crashed_holder_releases_the_lock(
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     assert run_sync(settings).status == "succeeded"
+
+
+def test_status_marks_parcels_while_still_holding_the_run_lock(source_copy: Path, make_settings, monkeypatch) -> None:
+    """A sync starting between finding the changes and marking them would publish parcels that `status`
+    then marks pending; the lock covers both."""
+    import countydatasync.sync.status as status
+    from countydatasync.sync.lock import is_locked
+
+    settings = make_settings(source_copy)
+    run_sync(settings)
+    _owners_edited(source_copy, 50, "STATUS")
+    held_while_marking: list[bool] = []
+    mark = status._mark
+
+    def watched(*args: object) -> None:
+        held_while_marking.append(is_locked(settings.output.directory))
+        mark(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(status, "_mark", watched)
+    assert mark_pending(settings).updated > 0
+    assert held_while_marking == [True]
+
+
+def test_a_source_that_cannot_be_opened_is_a_recorded_failed_run(tmp_path: Path, make_settings) -> None:
+    settings = make_settings(tmp_path / "no such county.sqlite")
+    with pytest.raises(CountyDataSyncError):
+        run_sync(settings)
+    records = (settings.output.directory / "failed_runs.jsonl").read_text().splitlines()
+    assert len(records) == 1
+    record = json.loads(records[0])
+    assert record["status"] == "failed" and "no such county.sqlite" in record["source"]
+    assert record["message"]

@@ -67,12 +67,12 @@ def run_sync(
 def detect_changes(
     settings: Settings, progress: ProgressCallback = _no_progress
 ) -> tuple[RunResult, list[str], list[str]]:
-    """A dry run that also returns the keys it would insert or update, and those it would delete."""
-    with run_lock(settings.output.directory):
-        run = _Run(settings, False, True, progress)
-        result = run.execute()
-        assert run.publisher is not None
-        return result, run.publisher.changed_keys, run.publisher.deleted_keys
+    """A dry run that also returns the keys it would insert or update, and those it would delete. The caller
+    holds the run lock (`run_lock(settings.output.directory)`) for as long as it acts on the answer."""
+    run = _Run(settings, False, True, progress)
+    result = run.execute()
+    assert run.publisher is not None
+    return result, run.publisher.changed_keys, run.publisher.deleted_keys
 
 
 class _Run:
@@ -88,10 +88,16 @@ class _Run:
     def execute(self) -> RunResult:
         output = self.settings.output
         existed = {p: p.is_file() for p in (output.geo_path, output.stats_path, output.working_path)}
-        source = open_source(self.settings)
-        result = RunResult(run_id=0, mode="full", source=source.description, started_at=self.started)
+        src = self.settings.source
+        described = redact(f"{src.url} table {src.table}", settings_secrets(self.settings))
+        result = RunResult(run_id=0, mode="full", source=described, started_at=self.started)
+        source: Source | None = None
         tx: StagingTransaction | None = None
         try:
+            # Inside the try: a source that cannot even be opened (a missing file, an unknown driver) is a
+            # failed run like any other, recorded in failed_runs.jsonl.
+            source = open_source(self.settings)
+            result.source = source.description
             tx = StagingTransaction(output, dry_run=self.dry_run)
             self.source_types = _declared_types(source, self.settings)
             self.source_description = source.description
@@ -134,7 +140,8 @@ class _Run:
         finally:
             if tx is not None:
                 tx.close()
-            source.close()
+            if source is not None:
+                source.close()
             if self.dry_run:
                 for path, was in existed.items():
                     if not was and path.is_file() and path.stat().st_size == 0:

@@ -12,6 +12,7 @@ import sqlite3
 
 from countydatasync.load.geopackage import q
 from countydatasync.settings import Settings
+from countydatasync.sync.lock import run_lock
 from countydatasync.sync.result import RunResult
 from countydatasync.sync.run import ProgressCallback, _no_progress, detect_changes
 
@@ -19,9 +20,16 @@ from countydatasync.sync.run import ProgressCallback, _no_progress, detect_chang
 def mark_pending(settings: Settings, progress: ProgressCallback = _no_progress) -> RunResult:
     """Compare the source with the staging databases and mark the differences pending. Returns the counts
     the next sync would report."""
-    result, changed, deleted = detect_changes(settings, progress)
-    if not settings.output.working_path.is_file():
-        return result
+    # One lock over finding and marking: a sync starting between the two would publish parcels that
+    # this then marks pending.
+    with run_lock(settings.output.directory):
+        result, changed, deleted = detect_changes(settings, progress)
+        if settings.output.working_path.is_file():
+            _mark(settings, changed, deleted)
+    return result
+
+
+def _mark(settings: Settings, changed: list[str], deleted: list[str]) -> None:
     key = q(settings.source.key_name)
     con = sqlite3.connect(settings.output.working_path, timeout=settings.output.busy_timeout_seconds)
     try:
@@ -47,4 +55,3 @@ def mark_pending(settings: Settings, progress: ProgressCallback = _no_progress) 
             )
     finally:
         con.close()
-    return result
