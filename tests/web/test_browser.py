@@ -34,7 +34,7 @@ def _free_port() -> int:
 
 @contextmanager
 def _serving(app: object, port: int) -> Iterator[str]:
-    live = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    live = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", log_config=None))
     thread = threading.Thread(target=live.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15

@@ -67,3 +67,34 @@ def test_serve_runs_uvicorn_on_loopback(staging: Staging, tmp_path: Path) -> Non
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_serve_logs_requests_to_the_log_file_redacted(staging: Staging, tmp_path: Path) -> None:
+    """uvicorn's own logging set-up used to replace ours for its loggers: access lines went to stderr only,
+    past the rotating file and its redaction (a token in a query string was printed as sent)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log_file = tmp_path / "logs" / "serve.log"
+    env = {**os.environ, "CDS_OUTPUT__DIRECTORY": str(staging.settings.output.directory), "CDS_WEB__PORT": str(port),
+           "CDS_LOGGING__FILE": str(log_file), "PYTHONPATH": os.pathsep.join(sys.path)}
+    code = "import typer; from countydatasync.web.commands import serve; typer.run(serve)"
+    process = subprocess.Popen([sys.executable, "-c", code, "--log-level", "info"], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/api/health?token=Qu1ck-T0ken-42", timeout=1)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, process.stderr.read().decode()
+                assert time.monotonic() < deadline, "server did not answer"
+                time.sleep(0.1)
+        assert response.status_code == 200
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=10)
+    written = log_file.read_text()
+    assert 'GET /api/health?token=*** HTTP/1.1" 200' in written
+    assert "Qu1ck-T0ken-42" not in written and "Qu1ck-T0ken-42" not in stderr.decode()

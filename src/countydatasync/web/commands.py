@@ -78,5 +78,7 @@ def serve(
         typer.echo(f"syncing {plan.description}; the run lock keeps runs from overlapping")
     app = create_app(settings)
     freeze_startup_heap()
+    # log_config=None: uvicorn's own set-up would give its loggers handlers of their own (stderr only),
+    # past the rotating file and its redaction; without it they reach ours.
     uvicorn.run(app, host=bind_host, port=bind_port, log_level=log_level, server_header=False,
-                proxy_headers=False)
+                proxy_headers=False, log_config=None)
