@@ -66,7 +66,7 @@ def test_missing_file_table_and_column_fail_clearly(tmp_path: Path) -> None:
         columns=[{"source": "OwnerName", "name": "owner_name"}],
         stats={"dimensions": [], "measures": []},
     )
-    with pytest.raises(SchemaError, match="has no column"):
+    with pytest.raises(SchemaError, match=r"has no column 'PIN\" OR 1=1 --' \(source.key_column\)"):
         list(open_source(bad_column).batches())
     assert sqlite3.connect(path).execute("SELECT count(*) FROM MasterParcels").fetchone()[0] == 1
 

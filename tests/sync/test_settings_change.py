@@ -282,8 +282,11 @@ def test_a_carried_column_gone_from_the_source_fails_the_run_naming_it(
     with con:
         con.execute(f"ALTER TABLE MasterParcels {drift}")
     con.close()
-    with pytest.raises(SchemaError, match="no column.* LegalDesc;"):
+    with pytest.raises(
+        SchemaError, match=r"no column 'LegalDesc' \(the source of a \[\[columns\]\] entry\);"
+    ) as failure:
         run_sync(settings)
+    assert "set that setting to its new name" in str(failure.value)
     assert file_digests(settings) == before
 
 

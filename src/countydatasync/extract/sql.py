@@ -108,9 +108,16 @@ class SqlSource:
         self.catalog_types = {name: info["type"] for name, info in columns.items()}
         missing = [c for c in dict.fromkeys(wanted) if c not in columns]
         if missing:
+            named_by = {
+                spec.key_column: "source.key_column",
+                spec.geometry_column: "source.geometry_column",
+                spec.modified_column: "source.modified_column",
+            }
+            listed = ", ".join(f"{c!r} ({named_by.get(c, 'the source of a [[columns]] entry')})" for c in missing)
             raise SchemaError(
-                f"source table {spec.table!r} has no column(s) {', '.join(missing)}; "
-                f"it has: {', '.join(sorted(columns))}"
+                f"source table {spec.table!r} has no column {listed}; it has: {', '.join(sorted(columns))}. "
+                "If the column was renamed, set that setting to its new name; if it is gone, remove it from "
+                "the settings"
             )
         # Column objects only; types stay generic so no driver-specific reflection is needed.
         return sa.Table(
