@@ -161,12 +161,18 @@ class Publisher(Reconciliation):
         exists = _known(parcels[self.key], prev.index)
         was_error = prev.index[prev["sync_status"] == "error"]
         self.counts["still_rejected"] += int(rejected["key"].isin(was_error).sum()) if len(was_error) else 0
-        featured = self._featured(keys)
+        old = prev.reindex(parcels[self.key])
+        # Whether the layer has a feature: the working DB says so for the parcels it has. The layer itself is
+        # asked for the others (a working row deleted by hand), and for all in a forced run, which so puts
+        # back features deleted by hand (asking for every parcel of every run cost 1.5 µs a parcel).
+        featured = exists & (old["in_geo"].to_numpy() == 1)
+        ask = np.ones(len(keys), dtype=bool) if self.force else ~exists
+        if ask.any():
+            featured[ask] = self._featured([k for k, a in zip(keys, ask, strict=True) if a])
         if (featured & ~exists).any():
             # A working row removed by hand while its feature stayed: the feature is rewritten in place, and
             # the aggregates, which may still count the removed row, are recomputed.
             self.recompute = True
-        old = prev.reindex(parcels[self.key])
         # Rows kept only for a status (error or pending placeholders) have no content hash yet.
         had_content = exists & old["attr_hash"].notna().to_numpy()
         same = (
@@ -174,7 +180,6 @@ class Publisher(Reconciliation):
             & (old["attr_hash"].to_numpy() == attr_hash)
             & (old["geom_hash"].to_numpy() == geom_hash)
             & (old["sync_status"].to_numpy() == "synced")
-            & (old["in_geo"].to_numpy() == 1)
             & featured
         )
         same &= not self.force
