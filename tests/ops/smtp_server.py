@@ -51,6 +51,18 @@ def make_ca(folder: Path) -> tuple[trustme.CA, Path]:
     return ca, path
 
 
+def alert_environment(port: int, ca_file: Path) -> dict[str, str]:
+    """The CDS_ALERTS__* variables of a `countydatasync` process that mails the test server (STARTTLS)."""
+    return {
+        "CDS_ALERTS__SMTP_HOST": "127.0.0.1",
+        "CDS_ALERTS__SMTP_PORT": str(port),
+        "CDS_ALERTS__CA_FILE": str(ca_file),
+        "CDS_ALERTS__USERNAME": USER,
+        "CDS_ALERTS__PASSWORD": PASSWORD,
+        "CDS_ALERTS__TO": '["gis-team@county.example"]',
+    }
+
+
 def start_server(ca: trustme.CA, implicit_tls: bool) -> tuple[Controller, Inbox]:
     """STARTTLS required before AUTH (port 587 style), or TLS from the first byte (port 465 style)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

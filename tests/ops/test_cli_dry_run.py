@@ -13,7 +13,7 @@ import pytest
 
 from countydatasync.sample.county import SampleCounty, write_sample_county
 
-from .smtp_server import PASSWORD, USER, make_ca, start_server
+from .smtp_server import alert_environment, make_ca, start_server
 
 
 def _cli(work: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -34,12 +34,7 @@ def test_a_dry_run_over_the_rejection_limit_mails_nobody(clean_env: Path, tmp_pa
     env = {
         "CDS_SOURCE__URL": f"sqlite:///{county}",
         "CDS_OUTPUT__DIRECTORY": str(clean_env / "staging"),
-        "CDS_ALERTS__SMTP_HOST": "127.0.0.1",
-        "CDS_ALERTS__SMTP_PORT": str(controller.port),
-        "CDS_ALERTS__CA_FILE": str(ca_file),
-        "CDS_ALERTS__USERNAME": USER,
-        "CDS_ALERTS__PASSWORD": PASSWORD,
-        "CDS_ALERTS__TO": '["gis-team@county.example"]',
+        **alert_environment(controller.port, ca_file),
         "CDS_ALERTS__MAX_REJECTED_ROWS": "0",  # the sample county's bad records are over it
     }
     try:

@@ -13,7 +13,7 @@ import pytest
 
 from countydatasync.sample.county import SampleCounty, write_sample_county
 
-from .smtp_server import PASSWORD, USER, make_ca, start_server
+from .smtp_server import alert_environment, make_ca, start_server
 
 
 def _folder_under_a_file(work: Path) -> Path:
@@ -44,12 +44,7 @@ def test_a_sync_that_cannot_write_its_log_fails_and_is_alerted(
         "CDS_SOURCE__URL": f"sqlite:///{county}",
         "CDS_OUTPUT__DIRECTORY": str(clean_env / "staging"),
         "CDS_LOGGING__FILE": str(log_file),
-        "CDS_ALERTS__SMTP_HOST": "127.0.0.1",
-        "CDS_ALERTS__SMTP_PORT": str(controller.port),
-        "CDS_ALERTS__CA_FILE": str(ca_file),
-        "CDS_ALERTS__USERNAME": USER,
-        "CDS_ALERTS__PASSWORD": PASSWORD,
-        "CDS_ALERTS__TO": '["gis-team@county.example"]',
+        **alert_environment(controller.port, ca_file),
     }
     try:
         run = subprocess.run(

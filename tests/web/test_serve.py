@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -39,62 +41,54 @@ def test_loopback_detection() -> None:
     assert not _is_loopback("0.0.0.0") and not _is_loopback("192.168.1.10")  # noqa: S104
 
 
-def test_serve_runs_uvicorn_on_loopback(staging: Staging, tmp_path: Path) -> None:
+@contextmanager
+def _serve_process(staging: Staging, cwd: Path, env: dict[str, str], *args: str) -> Iterator[tuple[int, list[bytes]]]:
+    """`serve` in a process of its own on a free port; yields the port once /api/health answers, and after
+    the block the process's stderr (in the list) once it has stopped."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    out = staging.settings.output
-    env = {**os.environ, "CDS_OUTPUT__DIRECTORY": str(out.directory), "CDS_WEB__PORT": str(port),
-           "PYTHONPATH": os.pathsep.join(sys.path)}
+    env = {**os.environ, "CDS_OUTPUT__DIRECTORY": str(staging.settings.output.directory), "CDS_WEB__PORT": str(port),
+           "PYTHONPATH": os.pathsep.join(sys.path), **env}
     code = "import typer; from countydatasync.web.commands import serve; typer.run(serve)"
-    process = subprocess.Popen([sys.executable, "-c", code, "--log-level", "warning", "--every", "1h"],
-                               cwd=tmp_path, env=env,
+    process = subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stderr: list[bytes] = []
     try:
         deadline = time.monotonic() + 20
         while True:
             try:
-                response = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1)
+                httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1)
                 break
             except httpx.TransportError:
-                assert process.poll() is None, process.stderr.read().decode()
+                assert process.poll() is None, process.stderr.read().decode()  # type: ignore[union-attr]
                 assert time.monotonic() < deadline, "server did not answer"
                 time.sleep(0.1)
+        yield port, stderr
+    finally:
+        process.terminate()
+        stderr.append(process.communicate(timeout=10)[1])
+
+
+def test_serve_runs_uvicorn_on_loopback(staging: Staging, tmp_path: Path) -> None:
+    with _serve_process(staging, tmp_path, {}, "--log-level", "warning", "--every", "1h") as (port, _):
+        response = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5)
         assert response.json()["databases"] == {"geo": True, "stats": True, "working": True}
         assert "server" not in response.headers
         schedule = httpx.get(f"http://127.0.0.1:{port}/api/schedule", timeout=5).json()
         assert schedule["description"] == "every 1h" and schedule["next_run"] is not None
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def test_serve_logs_requests_to_the_log_file_redacted(staging: Staging, tmp_path: Path) -> None:
     """uvicorn's own logging set-up used to replace ours for its loggers: access lines went to stderr only,
     past the rotating file and its redaction (a token in a query string was printed as sent)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     log_file = tmp_path / "logs" / "serve.log"
-    env = {**os.environ, "CDS_OUTPUT__DIRECTORY": str(staging.settings.output.directory), "CDS_WEB__PORT": str(port),
-           "CDS_LOGGING__FILE": str(log_file), "PYTHONPATH": os.pathsep.join(sys.path)}
-    code = "import typer; from countydatasync.web.commands import serve; typer.run(serve)"
-    process = subprocess.Popen([sys.executable, "-c", code, "--log-level", "info"], cwd=tmp_path, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/api/health?token=Qu1ck-T0ken-42", timeout=1)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, process.stderr.read().decode()
-                assert time.monotonic() < deadline, "server did not answer"
-                time.sleep(0.1)
+    with _serve_process(staging, tmp_path, {"CDS_LOGGING__FILE": str(log_file)}, "--log-level", "info") as (
+        port,
+        stderr,
+    ):
+        response = httpx.get(f"http://127.0.0.1:{port}/api/health?token=Qu1ck-T0ken-42", timeout=5)
         assert response.status_code == 200
-    finally:
-        process.terminate()
-        _, stderr = process.communicate(timeout=10)
     written = log_file.read_text()
     assert 'GET /api/health?token=*** HTTP/1.1" 200' in written
-    assert "Qu1ck-T0ken-42" not in written and "Qu1ck-T0ken-42" not in stderr.decode()
+    assert "Qu1ck-T0ken-42" not in written and "Qu1ck-T0ken-42" not in stderr[0].decode()
