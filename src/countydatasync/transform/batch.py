@@ -7,6 +7,7 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import shapely
 from pyproj import CRS, Transformer
 from pyproj.crs import ProjectedCRS
@@ -132,6 +133,24 @@ def modified_stamps(values: pd.Series, style: str) -> pd.Series:
     return stamps
 
 
+def valid_text(raw: pd.DataFrame) -> pd.DataFrame:
+    """The batch with invalid UTF-8 in its Arrow text columns replaced (U+FFFD), as bytes in text columns are
+    decoded. SQLite hands back whatever bytes a TEXT value holds (or a BLOB cast to text), and every Arrow
+    function and conversion raised on them, failing the whole run over one bad value."""
+    fixed = {}
+    for name, column in raw.items():
+        if not isinstance(column.array, pd.arrays.ArrowStringArray):
+            continue
+        arrow = pa.array(column.array)
+        try:
+            arrow.validate(full=True)
+        except pa.ArrowInvalid:
+            binary = pa.large_binary() if pa.types.is_large_string(arrow.type) else pa.binary()
+            text = [None if v is None else v.decode("utf-8", "replace") for v in arrow.view(binary).to_pylist()]
+            fixed[name] = pd.Series(pd.array(text, dtype=column.dtype), index=column.index)
+    return raw.assign(**fixed) if fixed else raw
+
+
 def _hash(frame: pd.DataFrame | pd.Series, categorize: bool = True) -> np.ndarray:
     """64-bit content hashes per row. `categorize` only changes the speed, never the result: it pays for
     columns with repeated values, not for geometries, which are all different."""
@@ -145,7 +164,7 @@ def transform_batch(raw: pd.DataFrame, plan: TransformPlan, first_row: int = 0) 
     without a usable key can still be found.
     """
     n = len(raw)
-    raw = raw.reset_index(drop=True)
+    raw = valid_text(raw.reset_index(drop=True))
     keys = normalize_keys(raw[RAW_KEY])
     rows = np.arange(first_row, first_row + n)
     reason = np.full(n, None, dtype=object)

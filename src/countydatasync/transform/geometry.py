@@ -19,6 +19,7 @@ from shapely.errors import ShapelyError
 from countydatasync.transform.reasons import Reason
 
 POLYGON, MULTIPOLYGON, COLLECTION = 3, 6, 7
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the largest coordinate a GeoPackage R-tree box can hold
 # EWKT (PostGIS): the SRID written ahead of the WKT, which GEOS does not read.
 EWKT = r"^\s*SRID=(\d{1,9})\s*;(.*)$"
 CURVES = (
@@ -242,6 +243,20 @@ def clean_geometries(
             f"check that they are in EPSG:{srid}"
         )
         ok &= ~lost
+
+    # The GeoPackage's R-tree stores boxes as 32-bit floats: past their range (3.4e38) a box is infinite, and
+    # the area of such a parcel overflows too. No survey has coordinates like these; they are garbage.
+    if ok.any():
+        extent = np.abs(shapely.bounds(geoms[ok])).max(axis=1)
+        huge = ok.copy()
+        huge[ok] = ~(extent <= FLOAT32_MAX)
+        if huge.any():
+            reasons[huge] = Reason.INVALID_GEOMETRY_REJECTED
+            messages[huge] = [
+                f"coordinates out of range (up to {e:.3g}; at most {FLOAT32_MAX:.3g} can be indexed): check them"
+                for e in extent[huge[ok]]
+            ]
+            ok &= ~huge
 
     geoms[~ok] = None
     return GeometryOutcome(geoms=geoms, reasons=reasons, messages=messages)
