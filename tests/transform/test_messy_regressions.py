@@ -1,7 +1,7 @@
 """Defects the messy-table fuzzer (test_messy_rows.py) found, each reduced to a plain example.
 
-The xfail tests are defects in code outside transform/ (extract/, load/, sync/), reported for a fix there;
-they are strict, so the fix shows as an unexpected pass: then drop the marker.
+Some were outside transform/ (a key with a NUL character, BLOB keys, a late duplicate of a rejected copy,
+a watermark run reading a duplicated key twice) and were fixed there.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 import shapely
 
+from countydatasync.errors import SchemaError
 from countydatasync.extract.base import RAW_GEOM, RAW_KEY
 from countydatasync.sample.county import COLUMNS, SAMPLE_TABLE
 from countydatasync.settings import ColumnSpec, Settings
@@ -106,30 +107,34 @@ def test_a_sync_over_text_columns_holding_blobs(tmp_path: Path) -> None:
 
 
 # --- outside transform/: reported, not fixed here ----------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="load/working.py, sync/apply.py: json_each cuts keys at a NUL character")
-def test_a_key_with_a_nul_character_survives_a_second_run(tmp_path: Path) -> None:
-    """The second run does not find the parcel 'A\\x00B' stored by the first (its key lists travel through
-    json_each, which ends the text at the NUL), inserts it again and fails on the primary key, every run."""
+def test_a_key_with_a_nul_character_is_rejected_and_the_next_run_works(tmp_path: Path) -> None:
+    """'A\\x00B' used to pass for 'A' in the key lists (json_each ends the text at the NUL): the second run
+    inserted the parcel again and failed on the primary key, every run. Such a key is now rejected."""
     source = tmp_path / "source.sqlite"
     write_source(source, [{"PIN": "A\x00B", "Shape": shapely.to_wkb(BOX), "OwnerName": "Olsen"}])
     settings = settings_for(tmp_path, modified_column="")
     run_sync(settings)
     write_source(source, [{"PIN": "A\x00B", "Shape": shapely.to_wkb(BOX), "OwnerName": "Olsen, Mary"}])
     result = run_sync(settings)
-    assert (result.extracted, result.updated) == (1, 1)
+    assert (result.extracted, result.rejected) == (1, 1)
+    errors = rows_of(settings.output.working_path, "SELECT pin, reason, excerpt FROM errors WHERE run_id = 2")
+    assert errors == [(None, "invalid_key", "A\\x00B")]
 
 
-@pytest.mark.xfail(strict=True, reason="extract/: a key that is not UTF-8 fails the run while paging")
-def test_a_key_that_is_not_utf8_fails_only_its_row(tmp_path: Path) -> None:
+@pytest.mark.parametrize("blob", [b"B\xff1", b"P1"], ids=["not UTF-8", "UTF-8"])
+def test_binary_keys_fail_the_run_up_front_saying_how_to_fix_them(tmp_path: Path, blob: bytes) -> None:
+    """A BLOB key failed mid-run: paging went back to it for ever (SQLite sorts BLOBs after all text), or
+    its bytes could not be read as text. Keys must be text or integers: the run says so before reading."""
     write_source(
         tmp_path / "source.sqlite",
-        [{"PIN": b"B\xff1", "Shape": shapely.to_wkb(BOX)}, {"PIN": "P1", "Shape": shapely.to_wkb(BOX)}],
+        [{"PIN": blob, "Shape": shapely.to_wkb(BOX)}, {"PIN": "P1", "Shape": shapely.to_wkb(BOX)}],
     )
-    result = run_sync(settings_for(tmp_path, modified_column="", batch_size=1))
-    assert result.extracted == 2 and result.reconciles
+    settings = settings_for(tmp_path, modified_column="", batch_size=1)
+    with pytest.raises(SchemaError, match=rf"holds binary \(BLOB\) values, e.g. x'{blob.hex().upper()}'.*CAST"):
+        run_sync(settings)
+    assert not settings.output.geo_path.exists() or settings.output.geo_path.stat().st_size == 0
 
 
-@pytest.mark.xfail(strict=True, reason="sync/reconcile.py: a demoted copy rejected for another reason gets 2 rows")
 def test_a_late_duplicate_of_a_rejected_copy_leaves_one_error_row_per_row(tmp_path: Path) -> None:
     """' P1' (a point) and 'P1' (a box) are one key in two batches. The first copy is rejected as
     non_polygonal; when the second turns up, the first is 'demoted' again with a second errors row, so the
@@ -148,7 +153,6 @@ def test_a_late_duplicate_of_a_rejected_copy_leaves_one_error_row_per_row(tmp_pa
     assert len(errors) == result.rejected, errors
 
 
-@pytest.mark.xfail(strict=True, reason="sync/: a watermark run reads a changed duplicated key twice")
 def test_a_watermark_run_reads_each_row_once(tmp_path: Path) -> None:
     """A watermark run reads the changed copy of a duplicated key, then every copy again (keys carried by
     several rows are re-read): three rows in the table, five extracted, four rejected for two bad rows."""
@@ -165,18 +169,6 @@ def test_a_watermark_run_reads_each_row_once(tmp_path: Path) -> None:
     write_source(source, rows)
     result = run_sync(settings)
     assert result.extracted <= 3 and result.rejected == 2, result
-
-
-@pytest.mark.xfail(strict=True, reason="extract/sqlite.py: paging stops at BLOB keys that read as one text key")
-def test_blob_keys_fail_only_their_rows(tmp_path: Path) -> None:
-    """Two rows whose PIN is the BLOB b'P1' in a TEXT column: the key read back as text 'P1', bound as the
-    next page's start, is less than every BLOB, so the page does not move on and the run fails."""
-    write_source(
-        tmp_path / "source.sqlite",
-        [{"PIN": b"P1", "Shape": shapely.to_wkb(BOX)}, {"PIN": b"P1", "Shape": shapely.to_wkb(BOX)}],
-    )
-    result = run_sync(settings_for(tmp_path, modified_column="", batch_size=1))
-    assert (result.extracted, result.rejected) == (2, 2)
 
 
 def test_coordinates_past_the_rtree_range_are_rejected() -> None:

@@ -20,7 +20,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from countydatasync.errors import PermanentSourceError, TransientSourceError
+from countydatasync.errors import PermanentSourceError, SchemaError, TransientSourceError
 from countydatasync.extract.base import RAW_GEOM, RAW_KEY, SourceSpec
 from countydatasync.extract.sql import SqlSource
 
@@ -42,6 +42,27 @@ class SqliteSource(SqlSource):
         super().__init__(read_only, spec)
         self.description = f"sqlite:///{path} table {spec.table}"
         self._adbc: Any = None
+
+    def _reflect(self) -> sa.Table:
+        """The catalog check, and one more: no key stored as a BLOB. SQLite sorts BLOBs after all text,
+        so a BLOB key read back as text and bound as the next page's start sends paging back to it (or,
+        not being UTF-8, cannot be read as text at all). Found through the key's index: BLOBs sort last."""
+        table = super()._reflect()
+        key = table.c[self.spec.key_column]
+        last = sa.select(sa.func.typeof(key), sa.func.hex(key)).where(key.is_not(None)).order_by(key.desc()).limit(1)
+        try:
+            with self.engine.connect() as con:
+                row = con.execute(last).first()
+        except sa.exc.DBAPIError as exc:
+            raise self.translate(exc) from None
+        if row is not None and row[0] == "blob":
+            raise SchemaError(
+                f"key column {self.spec.key_column!r} of {self.spec.table!r} holds binary (BLOB) values, e.g. "
+                f"x'{row[1][:64]}': keys must be text or integers. Convert them at the source, e.g. UPDATE "
+                f'"{self.spec.table}" SET "{self.spec.key_column}" = CAST("{self.spec.key_column}" AS TEXT) '
+                f"WHERE typeof(\"{self.spec.key_column}\") = 'blob'"
+            )
+        return table
 
     def geometry_expression(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         super().geometry_expression(column)  # refuses 'native'

@@ -152,6 +152,16 @@ def subtract(after: Deltas, before: Deltas) -> Deltas:
     return out
 
 
+EXACT_LIMIT = 2.0**53  # floats hold every integer up to this; past it, sums lose what smaller values add
+
+
+def inexact(*parts: Deltas) -> bool:
+    """Whether any figure is too large to add and subtract exactly: a parcel valued at 2**62 (a typo at the
+    source) swallows the cents of the whole group in floating point, and taking it out again does not give
+    them back. A run that meets one recomputes the aggregates instead of applying differences."""
+    return any(abs(v) >= EXACT_LIMIT for part in parts for values in part.values() for v in values)
+
+
 def merge(total: Deltas, more: Deltas) -> None:
     for key, values in more.items():
         current = total.get(key)

@@ -216,6 +216,7 @@ class Publisher(Reconciliation):
         if not self.recompute:
             # Rows written now are published and current; rejected ones no longer count.
             after = stats.frame_contributions(rows[write], self.dimensions, self.measures)
+            self.recompute = stats.inexact(after, before)
             stats.merge(self.deltas, stats.subtract(after, before))
 
     def _featured(self, keys: list[str]) -> np.ndarray:

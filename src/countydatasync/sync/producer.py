@@ -20,8 +20,10 @@ import pandas as pd
 
 from countydatasync.errors import SourceError
 from countydatasync.extract import open_source
+from countydatasync.extract.base import RAW_KEY
 from countydatasync.settings import Settings
 from countydatasync.transform import TransformedBatch, TransformPlan, transform_batch
+from countydatasync.transform.batch import normalize_keys
 
 DONE = "__done__"
 PROCESS_THRESHOLD = 50_000  # rows; below this, starting a process costs more than it saves (100,000: 3.5 s -> 2.7 s)
@@ -45,6 +47,12 @@ def avoid_fork() -> Iterator[None]:
         yield
     finally:
         _start_method.reset(token)
+
+
+def without_keys(batches: Iterator[pd.DataFrame], skip: frozenset[str]) -> Iterator[pd.DataFrame]:
+    """`batches` without the rows whose key (normalized) is in `skip`."""
+    for raw in batches:
+        yield raw[~normalize_keys(raw[RAW_KEY]).isin(skip).to_numpy()] if skip else raw
 
 
 def in_thread(batches: Iterator[pd.DataFrame], plan: TransformPlan) -> Iterator[TransformedBatch]:
@@ -75,9 +83,10 @@ def in_thread(batches: Iterator[pd.DataFrame], plan: TransformPlan) -> Iterator[
 
 
 def in_process(
-    settings: Settings, plan: TransformPlan, modified_since: datetime | str | None
+    settings: Settings, plan: TransformPlan, modified_since: datetime | str | None, skip: frozenset[str] = frozenset()
 ) -> Iterator[TransformedBatch]:
-    """Read and transform the whole source in a child process (its own connection), yielding batches."""
+    """Read and transform the whole source in a child process (its own connection), yielding batches; rows
+    whose key is in `skip` are left out."""
     method = _start_method.get()
     ctx = mp.get_context(method)
     if method == "forkserver":  # imported once by the fork server, not by every child it starts
@@ -85,7 +94,7 @@ def in_process(
     out = ctx.Queue(maxsize=1)
     child = ctx.Process(  # type: ignore[attr-defined]  # typeshed has it on each context, not their base
         target=_child,
-        args=(settings.model_dump(), plan, modified_since, out),
+        args=(settings.model_dump(), plan, modified_since, out, skip),
         name="countydatasync-extract",
         daemon=True,
     )
@@ -140,13 +149,15 @@ def _parent_gone() -> bool:
     return parent is None or not parent.is_alive()
 
 
-def _child(settings_data: dict[str, Any], plan: TransformPlan, since: datetime | str | None, out: Any) -> None:
+def _child(
+    settings_data: dict[str, Any], plan: TransformPlan, since: datetime | str | None, out: Any, skip: frozenset[str]
+) -> None:
     """Child process body: stop quietly if the parent goes away (killed runs leave no orphans behind)."""
     source = None
     try:
         source = open_source(Settings(**settings_data))
         first_row = 0
-        for raw in source.batches(modified_since=since):  # type: ignore[arg-type]
+        for raw in without_keys(source.batches(modified_since=since), skip):  # type: ignore[arg-type]
             item = transform_batch(raw, plan, first_row)
             first_row += len(raw)
             if not _put(out, item, _parent_gone):

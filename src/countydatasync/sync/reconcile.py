@@ -80,6 +80,12 @@ class Reconciliation:
                 zip(norm[other].tolist(), stored[other].tolist(), strict=True),
             )
 
+    def keys_with_copies(self) -> frozenset[str]:
+        """Source keys carried by more than one row: a watermark run leaves them to `keys_to_recheck`, which
+        reads all their copies once (the changes pass would read a changed copy, and the re-read it again)."""
+        k = q(self.key)
+        return frozenset(r[0] for r in self.con.execute(f"SELECT {k} FROM temp.source_keys WHERE copies > 1"))
+
     def keys_to_recheck(self) -> list[object]:
         """Source keys to read again in full, in every stored form: parcels the staging DBs lack and those
         in error or pending (their fix may not have touched the modified timestamp) unless this run read
@@ -130,6 +136,7 @@ class Reconciliation:
         )
         self.counts["deleted"] += len(keys)
         self.deleted_keys.extend(keys)
+        self.recompute = self.recompute or stats.inexact(before)
         stats.merge(self.deltas, stats.subtract({}, before))
 
     def _demote_late_duplicates(self) -> None:
@@ -153,14 +160,19 @@ class Reconciliation:
                     self.counts["repaired"] -= 1
                 if not self.recompute:
                     before = stats.contributions(self.con, WORKING, self.key, [key], self.dimensions, self.measures)
+                    self.recompute = stats.inexact(before)
                     stats.merge(self.deltas, stats.subtract({}, before))
             status = pd.DataFrame({"key": [key], "reason": [reason], "message": [message]})
             self._write_errors(status, pd.DataFrame(index=[key]))
-            self._record_issues(
-                status.assign(
-                    source_row=None, excerpt=None, severity="error", message=message + " (copy met in an earlier batch)"
+            later = message + " (copy met in an earlier batch)"
+            if row[0] == "error":  # the earlier copy has its errors row from this run: it changes reason
+                self.con.execute(
+                    f"UPDATE {WORKING}.errors SET reason = ?, message = ? "
+                    f"WHERE {k} = ? AND run_id = ? AND severity = 'error'",
+                    (reason, later, key, self.run_id),
                 )
-            )
+                continue
+            self._record_issues(status.assign(source_row=None, excerpt=None, severity="error", message=later))
 
     def _inserted_now(self, key: str) -> bool:
         """Whether this run inserted the parcel: every parcel of a first load, which logs no inserts."""

@@ -251,14 +251,17 @@ class _Run:
         since: object = since_ts.to_pydatetime()
         if style in ("T", " "):
             since = since_ts.strftime(f"%Y-%m-%d{style}%H:%M:%S")
-        changed = source.count_rows(since)  # type: ignore[arg-type]
-        if changed >= producer.PROCESS_THRESHOLD:  # a mass update (a revaluation): transform on a core of its own
-            child = producer.in_process(self.settings, self.plan, since)  # type: ignore[arg-type]
-            self._stream(child, "extract changes", changed, transformed=True)
-        else:
-            self._stream(source.batches(modified_since=since), "extract changes", changed)  # type: ignore[arg-type]
+        # The key set first: keys that several rows carry are read once, all copies together, by the re-read.
         self.progress("reconcile keys", 0, None)
         self.publisher.load_source_keys(source.all_keys())
+        several = self.publisher.keys_with_copies()
+        changed = source.count_rows(since)  # type: ignore[arg-type]
+        if changed >= producer.PROCESS_THRESHOLD:  # a mass update (a revaluation): transform on a core of its own
+            child = producer.in_process(self.settings, self.plan, since, several)  # type: ignore[arg-type]
+            self._stream(child, "extract changes", changed, transformed=True)
+        else:
+            changes = producer.without_keys(source.batches(modified_since=since), several)  # type: ignore[arg-type]
+            self._stream(changes, "extract changes", changed)
         recheck = self.publisher.keys_to_recheck()
         if recheck:
             self._stream(source.rows_for_keys(recheck), "re-read keys", len(recheck))

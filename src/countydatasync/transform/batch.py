@@ -103,14 +103,21 @@ class TransformedBatch:
 
 
 def normalize_keys(values: pd.Series) -> pd.Series:
-    """Keys as trimmed text; null and blank keys become NA. Integral floats lose their '.0'."""
+    """Keys as trimmed text; null and blank keys become NA, and so do keys holding a NUL character (see
+    `unusable_keys`). Integral floats lose their '.0'."""
     if pd.api.types.is_float_dtype(values.dtype):
         whole = (np.isfinite(values) & (values == np.trunc(values))).to_numpy()
         text = values.astype("string")
         text[whole] = [str(int(v)) for v in values[whole]]  # Python ints: no overflow past 2**63
         values = text
     text = values.astype("string").str.strip()
-    return text.mask(text.eq("")).reset_index(drop=True)
+    return text.mask(text.eq("") | unusable_keys(text)).reset_index(drop=True)
+
+
+def unusable_keys(keys: pd.Series) -> np.ndarray:
+    """Keys holding a NUL character: SQLite's JSON functions, C strings and GIS tools end the text there, so
+    'A\\x00B' would pass for 'A' (another parcel) on its way through the staging databases."""
+    return keys.astype("string").str.contains("\x00", regex=False).fillna(False).to_numpy(dtype=bool)
 
 
 # A timestamp written as text, up to its time of day, then a UTC offset or Z.
@@ -181,7 +188,10 @@ def transform_batch(raw: pd.DataFrame, plan: TransformPlan, first_row: int = 0) 
             bad_value[mask] = values[mask]
 
     null_key = keys.isna().to_numpy()
-    flag(null_key, Reason.NULL_KEY, "parcel key is null or blank", raw[RAW_KEY].to_numpy(dtype=object))
+    stored_keys = raw[RAW_KEY].to_numpy(dtype=object)
+    message_nul = "parcel key holds a NUL character, where tools would cut it short: fix the key at the source"
+    flag(null_key & unusable_keys(raw[RAW_KEY]), Reason.INVALID_KEY, message_nul, stored_keys)
+    flag(null_key, Reason.NULL_KEY, "parcel key is null or blank", stored_keys)
     dup = keys.duplicated(keep=False).to_numpy() & ~null_key
     flag(dup, Reason.DUPLICATE_KEY, "parcel key occurs more than once in the source")
 

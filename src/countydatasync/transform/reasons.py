@@ -5,6 +5,7 @@ from enum import StrEnum
 
 class Reason(StrEnum):
     NULL_KEY = "null_key"
+    INVALID_KEY = "invalid_key"
     DUPLICATE_KEY = "duplicate_key"
     NULL_GEOMETRY = "null_geometry"
     EMPTY_GEOMETRY = "empty_geometry"
@@ -28,5 +29,5 @@ def excerpt(value: object, limit: int = 80) -> str | None:
         raw = bytes(value)
         text = raw[:32].hex() + ("..." if len(raw) > 32 else "")
         return f"{len(raw)} bytes: {text}"
-    text = str(value)
+    text = str(value).replace("\x00", "\\x00")  # a NUL shown as such, not ending the text in other tools
     return text if len(text) <= limit else text[: limit - 3] + "..."
