@@ -29,7 +29,7 @@ import psycopg
 import pyarrow as pa
 import sqlalchemy as sa
 from psycopg.conninfo import make_conninfo
-from sqlalchemy.dialects.postgresql import CITEXT, DOMAIN
+from sqlalchemy.dialects.postgresql import CITEXT, DOMAIN, DOUBLE_PRECISION, MONEY, REAL
 from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
 from sqlalchemy.engine import URL
 
@@ -81,12 +81,54 @@ def _pandas_type(arrow_type: pa.DataType) -> Any:
     return None
 
 
+# Carried columns of these types arrive through ADBC as values the transform reads faithfully. Any other type
+# (arrays, interval, time, inet, ranges, geometry, unknown extension types...) is read as PostgreSQL's own
+# text of it: ADBC hands those over as raw binary (decoded to garbage), numpy reprs (a long array cut to
+# '[1 2 3 ... 1500]') or Python objects that fail to convert ('24:00' as a time), and the text is what
+# psql shows.
+NATIVE_ATTRIBUTE_TYPES = (sa.Integer, sa.Numeric, sa.Float, sa.Boolean, sa.String, sa.Uuid, sa.JSON, sa.LargeBinary)
+# Python's dates and pandas' conversion of them hold the years 1 to 9999 only: 'infinity', '-infinity'
+# (PostgreSQL's "no end date"), BC dates and years past 9999 either crashed the conversion of the whole
+# page or arrived silently wrapped around (a timestamp 'infinity' as the year -290278). Untyped literals take
+# the column's type; the offset keeps a timestamptz bound at UTC whatever the session's time zone.
+TIME_RANGE = (sa.literal_column("'0001-01-01 00:00:00+00'"), sa.literal_column("'10000-01-01 00:00:00+00'"))
+# Prefix of a helper column holding, for the rows whose value cannot be carried natively, its text.
+AS_TEXT = "__as_text__"
+
+
+def base_type(column_type: Any) -> Any:
+    """A reflected type with its domains unwrapped."""
+    while isinstance(column_type, DOMAIN):
+        column_type = column_type.data_type
+    return column_type
+
+
+def out_of_range(column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+    """Whether a date or timestamp lies outside the years 1 to 9999 (infinities included)."""
+    low, high = TIME_RANGE
+    return sa.or_(column < low, column >= high)
+
+
+def fold_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with each `AS_TEXT` helper column folded into its column: where the helper holds text, the
+    column holds that text instead of the NULL read natively, so the transform reports the value as written
+    ('infinity', '0044-03-15 BC') as a bad attribute, or carries it as text."""
+    for helper in [c for c in frame.columns if str(c).startswith(AS_TEXT)]:
+        text = frame.pop(helper)
+        odd = text.notna().to_numpy()
+        if odd.any():
+            name = helper[len(AS_TEXT) :]
+            values = frame[name].astype(object)
+            values[odd] = text[odd].astype(object)
+            frame[name] = values
+    return frame
+
+
 def compares_as_stored(key_type: Any) -> bool:
     """Whether keys of this reflected type can be paged by the column itself: ADBC returns them as values
     that bind back as the same key and that Python finds equal exactly when PostgreSQL does (integers,
     decimals, plain text). citext, for one, comes back as bytes and ignores case."""
-    while isinstance(key_type, DOMAIN):
-        key_type = key_type.data_type
+    key_type = base_type(key_type)
     if isinstance(key_type, sa.Integer | sa.Numeric):
         return True
     return isinstance(key_type, sa.String) and not isinstance(key_type, CITEXT | sa.Enum)
@@ -145,11 +187,38 @@ class PostgresSource(SqlSource):
             return sa.func.trim_scale(key)
         return key
 
+    def modified_output(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        # 'infinity' and other years Python cannot hold are left out of the watermark (an 'infinity' watermark
+        # would hide every later edit); the WHERE clause still compares the stored values.
+        if isinstance(base_type(self.catalog_types.get(self.spec.modified_column or "")), sa.Date | sa.DateTime):
+            return sa.case((out_of_range(column), sa.null()), else_=column)
+        return column
+
+    def attribute_outputs(self, column: sa.Column[Any]) -> list[sa.ColumnElement[Any]]:
+        column_type = base_type(self.catalog_types.get(column.name))
+        if isinstance(column_type, sa.Date | sa.DateTime):  # natively, with the text of what Python cannot hold
+            odd = out_of_range(column)
+            return [
+                sa.case((odd, sa.null()), else_=column).label(column.name),
+                sa.case((odd, sa.cast(column, sa.Text))).label(AS_TEXT + column.name),
+            ]
+        if isinstance(column_type, MONEY):  # ADBC returns money as an integer count of cents
+            return [sa.cast(column, sa.Numeric).label(column.name)]
+        if isinstance(column_type, REAL):  # through its text: 0.1, not float32's 0.10000000149011612
+            return [sa.cast(sa.cast(column, sa.Text), DOUBLE_PRECISION).label(column.name)]
+        if isinstance(column_type, NATIVE_ATTRIBUTE_TYPES):
+            return [column]
+        return [sa.cast(column, sa.Text).label(column.name)]
+
     def modified_parameter(self, parameter: sa.BindParameter[Any]) -> sa.ColumnElement[Any]:
         # PostgreSQL compares text with text and timestamps with timestamps only: `since` takes the column's type.
         modified_type = self.catalog_types.get(self.spec.modified_column or "")
         if modified_type is None or isinstance(modified_type, sa.types.NullType):
             return parameter
+        if isinstance(base_type(modified_type), sa.Date):
+            # A date column holds the day, not the instant: a row edited later on the watermark's own day has
+            # that same date, so `col > since` must read the whole day (col > day before).
+            return sa.cast(parameter, modified_type) - sa.literal_column("1")
         return sa.cast(parameter, modified_type)
 
     def _reflect(self) -> sa.Table:
@@ -201,7 +270,7 @@ class PostgresSource(SqlSource):
                 cursor.close()
         except adbc.Error as exc:
             raise self.translate(exc) from None
-        return table.to_pandas(types_mapper=_pandas_type)
+        return fold_text(table.to_pandas(types_mapper=_pandas_type))
 
     def disconnect(self, session: Any) -> None:
         try:

@@ -94,6 +94,8 @@ class SqlSource:
             inspector = sa.inspect(self.engine)
             names = set(inspector.get_table_names(schema=spec.db_schema))
             names |= set(inspector.get_view_names(schema=spec.db_schema))
+            with suppress(NotImplementedError):  # a materialized view is a table to read like any other
+                names |= set(inspector.get_materialized_view_names(schema=spec.db_schema))
             if spec.table not in names:
                 where = f" in schema {spec.db_schema}" if spec.db_schema else ""
                 raise SchemaError(f"source table {spec.table!r} not found{where} at {self.description}")
@@ -194,9 +196,20 @@ class SqlSource:
         if srid is not None:
             cols.append(srid.label(RAW_SRID))
         if spec.modified_column:
-            cols.append(table.c[spec.modified_column].label(RAW_MODIFIED))
-        cols.extend(table.c[name] for name in spec.attribute_columns)
+            cols.append(self.modified_output(table.c[spec.modified_column]).label(RAW_MODIFIED))
+        cols.extend(c for name in spec.attribute_columns for c in self.attribute_outputs(table.c[name]))
         return sa.select(*cols)
+
+    def modified_output(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """The modified column as read for the watermark (a backend may leave out values its driver cannot
+        return faithfully)."""
+        return column
+
+    def attribute_outputs(self, column: sa.Column[Any]) -> list[sa.ColumnElement[Any]]:
+        """SELECT expressions for a carried column, the first labelled with its name: the column itself here.
+        A backend may read a type its driver returns unfaithfully in another form (its text, say), and add
+        helper columns that its `run` folds back in."""
+        return [column]
 
     def page_statement(self, modified_since: datetime | None, after: bool, limit: int) -> sa.Select[Any]:
         """Rows with key > :last (when `after`), optionally modified after :since, in key order, :limit."""
