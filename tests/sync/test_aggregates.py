@@ -88,3 +88,19 @@ def test_a_huge_value_that_comes_and_goes_leaves_the_sums_a_rebuild_gives(source
     assert incremental[["dimension", "value"]].equals(fresh[["dimension", "value"]])
     gap = (incremental["total_value_sum"] - fresh["total_value_sum"]).abs()
     assert (gap <= 1e-9 * fresh["total_value_sum"].abs()).all(), gap.max()  # summation order only
+
+
+def test_a_county_without_statistics_syncs_again_after_a_run_that_rejected_everything(
+    source_copy, make_settings
+) -> None:
+    """With no stats dimensions and measures, a second run over parcels a first run rejected failed on
+    "SELECT  FROM parcels" (no columns to read)."""
+    settings = make_settings(source_copy, stats={"dimensions": [], "measures": []})
+    con = sqlite3.connect(source_copy)
+    with con:
+        con.execute("UPDATE MasterParcels SET Shape = X'00'")
+    con.close()
+    first = run_sync(settings)
+    assert first.rejected == first.extracted > 0
+    second = run_sync(settings)
+    assert second.rejected == second.extracted and second.status == "succeeded"

@@ -139,3 +139,16 @@ def test_commas_count_only_as_thousands_separators() -> None:
     assert number[:3] == [1250.5, 1250000.0, -1234.0] and all(np.isnan(v) for v in number[3:])
     assert failed == [False, False, False, True, True, True, True]
     assert _convert(["1,000", "1,5"], "integer") == ([1000, pd.NA], [False, True])
+
+
+def test_local_times_at_the_ends_of_the_calendar_are_bad_values_not_a_failed_run() -> None:
+    """9999-12-31 23:00 in Los Angeles is in the year 10000 in UTC, and 0001-01-01 00:30 in Tokyo in the
+    year 0: pandas raised for the whole column, failing the run. Now only those values are bad."""
+    values = pd.Series(["9999-12-31T23:00:00", "2020-01-01T10:00:00", None, "0001-01-01T00:30:00"], dtype=object)
+    spec = ColumnSpec(source="Stamp", name="stamp", type="datetime")
+    west, bad_west = convert_column(values, spec, "America/Los_Angeles")
+    east, bad_east = convert_column(values, spec, "Asia/Tokyo")
+    assert west.tolist()[1:] == ["2020-01-01T18:00:00.000Z", None, "0001-01-01T08:22:58.000Z"]
+    assert bad_west.tolist() == [True, False, False, False]
+    assert east.tolist()[:3] == ["9999-12-31T14:00:00.000Z", "2020-01-01T01:00:00.000Z", None]
+    assert bad_east.tolist() == [False, False, False, True]

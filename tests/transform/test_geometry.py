@@ -157,3 +157,20 @@ def test_collections_say_what_they_are() -> None:
     assert list(out.rejected) == [True, False, False]
     assert out.geoms[0] is None
     assert [g.wkt for g in out.geoms[1:]] == ["MULTIPOLYGON (((0 0, 1 0, 1 1, 0 0)))"] * 2
+
+
+def test_tins_and_polyhedral_surfaces_are_named_in_the_message() -> None:
+    """Well-formed WKB of a TIN or POLYHEDRALSURFACE (PostGIS has both) was called "not valid WKB", which
+    sent people looking for corrupt data; the message now names the type."""
+    ring = struct.pack("<I", 4) + struct.pack("<8d", 0, 0, 1, 0, 0, 1, 0, 0)
+    triangle = struct.pack("<BII", 1, 17, 1) + ring
+    tin = struct.pack("<BII", 1, 16, 1) + triangle
+    surface_z = struct.pack("<BII", 1, 1015, 0)  # an empty POLYHEDRALSURFACE Z
+    outcome = clean_geometries(pd.Series([tin, triangle, surface_z, b"\x01garbage"], dtype=object), "wkb", 2927, 2927)
+    assert all(r == "unparseable_geometry" for r in outcome.reasons)
+    assert [m.split(",")[0] for m in outcome.messages[:3]] == [
+        "geometry is a TIN",
+        "geometry is a TRIANGLE",
+        "geometry is a POLYHEDRALSURFACE",
+    ]
+    assert outcome.messages[3] == "geometry is not valid WKB"

@@ -104,6 +104,8 @@ def contributions(
 ) -> Deltas:
     """What the given parcels currently add to each group: their rows read once, grouped in memory (a query
     per dimension read them once per dimension)."""
+    if not dimensions and not measures:  # no statistics configured: nothing to read (nor a valid SELECT)
+        return {}
     rows = con.execute(
         f"SELECT {', '.join(q(c) for c in [*dimensions, *measures])} FROM {working}.parcels "
         f"WHERE {COUNTED} AND {q(key_name)} IN (SELECT value FROM json_each(?))",

@@ -183,6 +183,9 @@ def _read(text: pd.Series, **options: object) -> pd.Series:
     return pd.to_datetime(text.astype(object), errors="coerce", **options).dt.as_unit("ms")
 
 
+EARLIEST_LOCAL, LATEST_LOCAL = pd.Timestamp("0001-01-02"), pd.Timestamp("9999-12-30")
+
+
 def _zone(stamps: pd.Series, timezone: str | None) -> pd.Series:
     """Stamps in UTC, naive ones taken to be in `timezone`: in the hour that repeats when clocks fall back,
     the first (daylight) one; in the hour skipped when they spring forward, the time just after the gap.
@@ -192,7 +195,23 @@ def _zone(stamps: pd.Series, timezone: str | None) -> pd.Series:
         return stamps.dt.tz_localize(None) if aware else stamps
     if aware:
         return stamps.dt.tz_convert("UTC")
-    return stamps.dt.tz_localize(timezone, ambiguous=True, nonexistent="shift_forward").dt.tz_convert("UTC")
+    # Within a day of the years 1 and 9999, a local time can be a UTC time Python cannot hold (9999-12-31 23:00
+    # in Los Angeles is in the year 10000): pandas raised for the whole column. Those few are done one by one,
+    # and one that leaves the range is no time at all (a bad value).
+    edge = (stamps.notna() & ((stamps < EARLIEST_LOCAL) | (stamps > LATEST_LOCAL))).to_numpy()
+    local = stamps.mask(edge) if edge.any() else stamps
+    utc = local.dt.tz_localize(timezone, ambiguous=True, nonexistent="shift_forward").dt.tz_convert("UTC")
+    for i in np.flatnonzero(edge):
+        utc.iloc[i] = _one_to_utc(stamps.iloc[i], timezone)
+    return utc
+
+
+def _one_to_utc(stamp: pd.Timestamp, timezone: str) -> pd.Timestamp:
+    try:
+        utc = stamp.tz_localize(timezone, ambiguous=True, nonexistent="shift_forward").tz_convert("UTC")
+    except (ValueError, OverflowError, NotImplementedError):
+        return pd.NaT
+    return utc if 1 <= utc.year <= 9999 else pd.NaT
 
 
 def _iso(stamps: pd.Series, unit: str) -> pd.Series:

@@ -89,6 +89,22 @@ def _parse(raw: np.ndarray, encoding: str) -> tuple[np.ndarray, np.ndarray, np.n
     return geoms, np.where(srids > 0, srids, np.maximum(embedded, 0)), refused
 
 
+# ISO WKB type codes of surfaces made of triangles or faces, which GEOS (and so shapely) does not read.
+SURFACES = {15: "POLYHEDRALSURFACE", 16: "TIN", 17: "TRIANGLE"}
+
+
+def _surface_kind(value: object) -> str | None:
+    """Why well-formed WKB of a TIN, TRIANGLE or POLYHEDRALSURFACE was refused (None for other bytes): the
+    plain "not valid WKB" sent people looking for corruption."""
+    if not isinstance(value, bytes) or len(value) < 5 or value[0] not in (0, 1):
+        return None
+    code = int.from_bytes(value[1:5], "little" if value[0] == 1 else "big") & 0x0FFFFFFF  # EWKB flags off
+    kind = SURFACES.get(code % 1000)  # ISO Z / M / ZM add 1000, 2000, 3000
+    if kind is None:
+        return None
+    return f"geometry is a {kind}, which is not supported: have the source turn it into polygons (ST_Dump)"
+
+
 def _polygonal_part(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The polygons inside each geometry (collections unpacked) as MultiPolygons, None where there are none;
     and whether anything else (a line, a point) was left out."""
@@ -154,6 +170,9 @@ def clean_geometries(
     unparsed = present & np.equal(geoms, None)
     reasons[unparsed] = Reason.UNPARSEABLE_GEOMETRY
     messages[unparsed] = f"geometry is not valid {encoding.upper() if encoding == 'wkt' else 'WKB'}"
+    if encoding == "wkb":
+        for i in np.flatnonzero(unparsed & np.equal(refused, None)):
+            refused[i] = _surface_kind(raw[i])
     told_why = np.not_equal(refused, None)
     messages[told_why] = refused[told_why]
 
