@@ -12,6 +12,7 @@ from urllib.parse import quote_plus
 import pytest
 import shapely
 import sqlalchemy as sa
+from sqlalchemy.dialects import mssql
 from sqlalchemy.engine import make_url
 
 from countydatasync.errors import ConfigError, PermanentSourceError, TransientSourceError
@@ -60,7 +61,7 @@ def test_page_query_uses_top_methods_binary_collation_and_a_bound_key() -> None:
     sql = _sql(source, source.page_statement(datetime(2024, 1, 1), True, 500), last="x", since=None)
     assert sql.startswith("SELECT TOP 500 ")
     assert "LIMIT" not in sql and "OFFSET" not in sql
-    assert "[Shape].STCurveToLine().STAsBinary() AS __geom" in sql
+    assert "[Shape].STCurveToLine().STAsBinary() ELSE " in sql
     assert "[Shape].STSrid AS __srid" in sql
     assert "[PIN] COLLATE Latin1_General_BIN2) > ?" in sql
     assert sql.rstrip().endswith("ORDER BY dbo.[Master Parcels]]; DROP TABLE x; --].[PIN] COLLATE Latin1_General_BIN2")
@@ -177,3 +178,128 @@ def test_a_missing_pyodbc_is_a_clear_configuration_error() -> None:
     source = open_source(Settings(source={"url": "mssql+pyodbc://cds@sqlhost/county", "password": SECRET}))
     with pytest.raises(ConfigError, match=r"countydatasync\[mssql\]"):
         source.count_rows()
+
+
+# --- column types: read by their reflected type --------------------------------------------------------
+
+
+def _output(source: MssqlSource, column_type: sa.types.TypeEngine[object]) -> str:
+    """The SELECT expression for the carried column ODD_COLUMN reflected as `column_type`."""
+    source.catalog_types[ODD_COLUMN] = column_type
+    outputs = source.attribute_outputs(source.table().c[ODD_COLUMN])
+    return _sql(source, sa.select(*outputs))
+
+
+@pytest.mark.parametrize(
+    ("column_type", "cast"),
+    [
+        # pyodbc cannot return these at all: "ODBC SQL type -155 / -150 / -151 is not yet supported".
+        (mssql.DATETIMEOFFSET(7), "CAST(dbo.[Master Parcels]]; DROP TABLE x; --].[Owner [Name]]] AS NVARCHAR(34))"),
+        (mssql.SQL_VARIANT(), "AS NVARCHAR(max))"),
+        (sa.types.NullType(), "AS NVARCHAR(max))"),  # hierarchyid and other CLR types, reflected as NullType
+        # Non-Unicode text arrives in the client's code page, which pyodbc decodes as UTF-8.
+        (mssql.VARCHAR(20, collation="SQL_Latin1_General_CP1_CI_AS"), "AS NVARCHAR(20))"),
+        (mssql.VARCHAR(8000), "AS NVARCHAR(max))"),
+        (mssql.VARCHAR(None), "AS NVARCHAR(max))"),
+        (mssql.CHAR(10), "AS NVARCHAR(10))"),
+        (mssql.TEXT(), "AS NVARCHAR(max))"),
+    ],
+)
+def test_types_pyodbc_cannot_return_or_decodes_wrongly_are_cast_to_nvarchar(
+    column_type: sa.types.TypeEngine[object], cast: str
+) -> None:
+    sql = _output(_source(), column_type)
+    assert f"{cast} AS [Owner [Name]]] " in sql  # still carries the column's name
+
+
+@pytest.mark.parametrize(
+    "column_type",
+    [
+        mssql.NVARCHAR(50),
+        mssql.NTEXT(),
+        mssql.XML(),
+        mssql.DATETIME2(7),
+        mssql.DATETIME(),
+        mssql.SMALLDATETIME(),
+        mssql.DATE(),
+        mssql.TIME(7),
+        mssql.MONEY(),
+        mssql.DECIMAL(38, 10),
+        mssql.REAL(),
+        mssql.BIT(),
+        mssql.BIGINT(),
+        mssql.UNIQUEIDENTIFIER(),
+        mssql.VARBINARY(None),
+    ],
+)
+def test_types_pyodbc_returns_faithfully_are_read_as_stored(column_type: sa.types.TypeEngine[object]) -> None:
+    assert "CAST" not in _output(_source(), column_type)
+
+
+def test_a_varchar_key_is_returned_as_nvarchar_but_compared_as_stored() -> None:
+    source = _source(key_type=mssql.VARCHAR(20))
+    sql = _sql(source, source.page_statement(None, True, 10), last="A")
+    assert (
+        "CAST(dbo.[Master Parcels]]; DROP TABLE x; --].[PIN] COLLATE Latin1_General_BIN2 AS NVARCHAR(20)) AS __key"
+        in sql
+    )
+    assert "[PIN] COLLATE Latin1_General_BIN2) > ?" in sql  # the comparison and order keep the column's index
+    unicode_key = _source(key_type=mssql.NVARCHAR(20))
+    assert "CAST" not in _sql(unicode_key, unicode_key.page_statement(None, True, 10), last="A")
+
+
+def test_a_datetimeoffset_modified_column_is_read_as_utc_and_compared_as_an_instant() -> None:
+    source = _source()
+    source.catalog_types["LastModified"] = mssql.DATETIMEOFFSET(7)
+    sql = _sql(source, source.page_statement(datetime(2024, 1, 1), False, 10), since=datetime(2024, 1, 1))
+    column = "dbo.[Master Parcels]]; DROP TABLE x; --].[LastModified]"
+    assert f"CAST(SWITCHOFFSET({column}, '+00:00') AS DATETIME2(7)) AS __modified" in sql
+    assert f"{column} > ?" in sql  # a naive UTC `since` takes the offset +00:00 in the comparison
+
+
+def test_a_date_modified_column_is_compared_by_day() -> None:
+    """Watermark 2024-05-01 (a date reads back as midnight) with no overlap: a row edited later that day has
+    the same date and must still be read."""
+    source = _source()
+    source.catalog_types["LastModified"] = mssql.DATE()
+    sql = _sql(source, source.page_statement(datetime(2024, 5, 1), False, 10), since=datetime(2024, 5, 1))
+    assert "[LastModified] > DATEADD(day, -1, CAST(? AS DATE))" in sql
+
+
+def test_an_invalid_geometry_is_read_without_stcurvetoline() -> None:
+    """STCurveToLine raises on an invalid instance (one bad parcel failed the run); STAsBinary works on any."""
+    source = _source()
+    sql = _sql(source, source.select_rows())
+    shape = "dbo.[Master Parcels]]; DROP TABLE x; --].[Shape]"
+    valid, linear, stored = f"{shape}.STIsValid()", f"{shape}.STCurveToLine().STAsBinary()", f"{shape}.STAsBinary()"
+    assert f"CASE WHEN ({valid} = 1) THEN {linear} ELSE {stored} END AS __geom" in sql
+
+
+def test_pyodbc_bigints_with_nulls_reals_and_datetimeoffset_text_load_exactly() -> None:
+    """pyodbc returns int for bigint (pandas made a column with a NULL float64: 2**60 + 1 became 2**60), a
+    widened float32 for real (0.1 as 0.10000000149011612), and our nvarchar text of a datetimeoffset."""
+    polygon = shapely.from_wkt("POLYGON((1000000 600000, 1000100 600000, 1000100 600200, 1000000 600000))")
+    wkb = shapely.to_wkb(polygon)
+    rows = [
+        ("P1", wkb, 2927, 2**60 + 1, 0.10000000149011612, "2024-05-01 12:30:00.1234567 -07:00", 2**60 + 1),
+        ("P2", wkb, 2927, None, None, None, None),
+    ]
+    source = _source()
+    source.catalog_types.update({"Big": mssql.BIGINT(), "Ratio": mssql.REAL(), "Stamped": mssql.DATETIMEOFFSET()})
+    frame = source.frame_from_rows(rows, [RAW_KEY, RAW_GEOM, RAW_SRID, "Big", "Ratio", "Stamped", "BigText"])
+    settings = Settings(
+        columns=[
+            {"source": "Big", "name": "big", "type": "integer"},
+            {"source": "BigText", "name": "big_text", "type": "text"},
+            {"source": "Ratio", "name": "ratio", "type": "real"},
+            {"source": "Stamped", "name": "stamped", "type": "datetime"},
+        ],
+        stats={"dimensions": [], "measures": []},
+        source={"geometry_encoding": "native", "modified_column": None, "timezone": "America/Los_Angeles"},
+    )
+    parcels = transform_batch(frame, TransformPlan.from_settings(settings)).parcels.set_index("pin")
+    assert parcels.loc["P1", "big"] == 2**60 + 1
+    assert parcels.loc["P1", "big_text"] == str(2**60 + 1)
+    assert parcels.loc["P1", "ratio"] == 0.1
+    assert parcels.loc["P1", "stamped"] == "2024-05-01T19:30:00.123Z"  # the instant, not local time
+    assert parcels.loc["P2"].drop("gis_acres").isna().all()

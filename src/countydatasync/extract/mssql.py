@@ -5,7 +5,10 @@ needs unixODBC's libodbc on Linux). SQLAlchemy's dialect writes `TOP n` where ot
 
 Geometry: a native `geometry` or `geography` column is read as `col.STCurveToLine().STAsBinary()` (circular
 arcs become line strings, since WKB readers outside SQL Server do not take curves) with `col.STSrid` per
-row. Both types have these methods. SQL Server writes geography WKB in longitude/latitude order (x =
+row. Both types have these methods. SQL Server stores invalid instances but runs only a few methods on them
+(STIsValid, MakeValid, STAsText, STAsBinary, ToString, AsTextZM, AsGml): STCurveToLine on one fails the whole
+statement, so an invalid instance is read as stored (`col.STAsBinary()`) and the transform repairs or rejects
+it like any invalid parcel; a NULL stays NULL. SQL Server writes geography WKB in longitude/latitude order (x =
 longitude), the axis order the transform assumes for EPSG:4326 and the like, so no swap is needed. Ring
 orientation matters to SQL Server's geography only (the exterior ring is counter-clockwise so that the
 interior is the smaller side); a planar reader gets the same parcel from either orientation, and a parcel is
@@ -23,15 +26,44 @@ is read at READ COMMITTED and the run has the key-range guarantee of keyset pagi
 exactly once, a row that exists throughout the run is read in a committed state, and rows inserted,
 deleted or re-keyed during the run may or may not be seen until the next run. After a reconnect the
 snapshot, if any, is a new one.
+
+Column types: pyodbc fails the whole statement on a type it has no conversion for ("ODBC SQL type -155 is not
+yet supported" for datetimeoffset, -150 for sql_variant, -151 for CLR types such as hierarchyid), and reads
+some others unfaithfully, so a carried column is read by its reflected type:
+
+* `datetimeoffset`: its text with the offset ('2024-05-01 12:30:00.1234567 -07:00'), which the transform
+  reads as that instant; as the modified column, its UTC time as datetime2(7), so the watermark and the `since`
+  bound back compare as instants (SQL Server gives a datetime2 the offset +00:00 when comparing).
+* `sql_variant`, CLR types (hierarchyid, a second geometry/geography, user CLR types: SQLAlchemy reflects them
+  as NullType) and any other type SQLAlchemy does not know: CAST to nvarchar(max), which calls ToString on CLR
+  types ('/1/2/', WKT).
+* `varchar`, `char`, `text` (and a key of these types): CAST to nvarchar. The driver hands non-Unicode text
+  over in the client's code page (CP1252 on a Western Windows, the locale on Linux) and pyodbc decodes it as
+  UTF-8: anything past ASCII failed the run or came out garbled. The server's conversion to UTF-16 is exact
+  for every collation.
+* `real`: pyodbc widens float32 to a Python float (0.1 arrives as 0.10000000149011612); it is read back as the
+  shortest decimal that gives the same float32 (0.1).
+* integer columns holding NULLs: pandas would turn them into float64, rounding bigints past 2**53; they are
+  kept as exact nullable integers.
+* `date` as the modified column: compared by day, so an edit later on the watermark's own day is read.
+
+datetime2(7), datetimeoffset(7) and time(7) hold 100 ns; pyodbc truncates to microseconds, so a watermark is
+never later than the stored time and `col > since` re-reads rather than skips. The others (datetime, date,
+smalldatetime, money and decimal as Decimal, float, bit, tinyint, bigint, uniqueidentifier as text, nvarchar,
+ntext, xml, varbinary as bytes) arrive as Python values the transform reads as they are.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects.mssql import DATE, DATETIME2, DATETIMEOFFSET, NTEXT, NVARCHAR, SQL_VARIANT, XML
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -55,6 +87,32 @@ PERMANENT_HINTS = {
     "42S22": "column not found",
     "42000": "permission denied or invalid statement",
 }
+
+
+# nvarchar(n) holds at most 4000 characters; longer varchar columns become nvarchar(max).
+NVARCHAR_LIMIT = 4000
+
+
+def is_code_page_text(column_type: Any) -> bool:
+    """Whether a reflected type is non-Unicode text (varchar, char, text), read in a code page."""
+    unicode = sa.Unicode | sa.UnicodeText | NTEXT | XML
+    return isinstance(column_type, sa.String) and not isinstance(column_type, unicode)
+
+
+def as_nvarchar(column: sa.ColumnElement[Any], column_type: Any) -> sa.ColumnElement[Any]:
+    """`column` converted by the server to nvarchar of its length (max when it has none or is too long)."""
+    length = getattr(column_type, "length", None)
+    return sa.cast(column, NVARCHAR(length if length and length <= NVARCHAR_LIMIT else None))
+
+
+def utc_datetime2(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """A datetimeoffset as its UTC time in a datetime2(7), which pyodbc can return."""
+    return sa.cast(sa.func.SWITCHOFFSET(column, sa.literal_column("'+00:00'")), DATETIME2(7))
+
+
+def shortest_float32(values: pd.Series) -> pd.Series:
+    """Floats that came from float32 (real) as the shortest decimal that gives the same float32."""
+    return pd.Series([float(str(v)) for v in values.to_numpy(dtype=np.float32)], index=values.index)
 
 
 class MethodCall(sa.sql.expression.ColumnElement[Any]):
@@ -116,7 +174,10 @@ class MssqlSource(SqlSource):
     # --- dialect hooks ---------------------------------------------------------------------------------
     def geometry_expression(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         if self.spec.geometry_encoding == "native":
-            return MethodCall(column, ("STCurveToLine()", "STAsBinary()"), sa.LargeBinary())
+            # STCurveToLine raises on an invalid instance (failing the statement); STAsBinary works on any.
+            valid = MethodCall(column, ("STIsValid()",), sa.Integer()) == sa.literal_column("1")
+            linear = MethodCall(column, ("STCurveToLine()", "STAsBinary()"), sa.LargeBinary())
+            return sa.case((valid, linear), else_=MethodCall(column, ("STAsBinary()",), sa.LargeBinary()))
         return column
 
     def srid_expression(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any] | None:
@@ -129,6 +190,45 @@ class MssqlSource(SqlSource):
         if isinstance(key_type, sa.String):
             return column.collate(BINARY_COLLATION)
         return column
+
+    def key_output(self, key: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        # A varchar key arrives in the client's code page, which pyodbc decodes as UTF-8 (see the module doc).
+        key_type = self.catalog_types.get(self.spec.key_column)
+        return as_nvarchar(key, key_type) if is_code_page_text(key_type) else key
+
+    def modified_output(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        if isinstance(self.catalog_types.get(self.spec.modified_column or ""), DATETIMEOFFSET):
+            return utc_datetime2(column)
+        return column
+
+    def modified_parameter(self, parameter: sa.BindParameter[Any]) -> sa.ColumnElement[Any]:
+        # A date column holds the day, not the instant: `col > since` must read all of since's day, else an
+        # edit later on the watermark's own day is missed (with an overlap under a day).
+        if isinstance(self.catalog_types.get(self.spec.modified_column or ""), sa.Date):
+            return sa.func.DATEADD(sa.literal_column("day"), sa.literal_column("-1"), sa.cast(parameter, DATE()))
+        return parameter
+
+    def attribute_outputs(self, column: sa.Column[Any]) -> list[sa.ColumnElement[Any]]:
+        column_type = self.catalog_types.get(column.name)
+        if isinstance(column_type, DATETIMEOFFSET):  # pyodbc: "ODBC SQL type -155 is not yet supported"
+            return [sa.cast(column, NVARCHAR(34)).label(column.name)]
+        if isinstance(column_type, sa.types.NullType | SQL_VARIANT):  # pyodbc: -151 (CLR types), -150
+            return [sa.cast(column, NVARCHAR(None)).label(column.name)]
+        if is_code_page_text(column_type):
+            return [as_nvarchar(column, column_type).label(column.name)]
+        return [column]
+
+    def frame_from_rows(self, rows: Sequence[Sequence[Any]], columns: list[str]) -> pd.DataFrame:
+        frame = super().frame_from_rows(rows, columns)
+        for i, name in enumerate(columns):
+            if frame[name].dtype.kind != "f":
+                continue
+            values = [row[i] for row in rows]
+            if any(type(v) is int for v in values):  # ints with a NULL among them: pandas made them float64
+                frame[name] = pd.array(values, dtype="Int64")
+            elif isinstance(self.catalog_types.get(name), sa.REAL):
+                frame[name] = shortest_float32(frame[name])
+        return frame
 
     def snapshot_options(self) -> dict[str, Any]:
         if self._snapshot_allowed is None:
