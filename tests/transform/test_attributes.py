@@ -152,3 +152,13 @@ def test_local_times_at_the_ends_of_the_calendar_are_bad_values_not_a_failed_run
     assert bad_west.tolist() == [True, False, False, False]
     assert east.tolist()[:3] == ["9999-12-31T14:00:00.000Z", "2020-01-01T01:00:00.000Z", None]
     assert bad_east.tolist() == [False, False, False, True]
+
+
+def test_booleans_carried_as_numbers_are_one_and_zero() -> None:
+    """A SQL Server bit or a PostgreSQL boolean configured as an integer (or real) column had every value
+    rejected as a bad attribute; SQLite itself stores booleans as 1 and 0."""
+    for values in (pd.Series([True, False, None], dtype=object), pd.Series([True, False, None], dtype="boolean")):
+        integers, bad = convert_column(values, ColumnSpec(source="Flag", name="flag", type="integer"))
+        assert integers.tolist()[:2] == [1, 0] and pd.isna(integers.tolist()[2]) and not bad.any()
+        reals, bad = convert_column(values, ColumnSpec(source="Flag", name="flag", type="real"))
+        assert reals.tolist()[:2] == [1.0, 0.0] and not bad.any()

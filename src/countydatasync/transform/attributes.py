@@ -224,11 +224,26 @@ def _iso(stamps: pd.Series, unit: str) -> pd.Series:
     return pd.Series(text, index=stamps.index, dtype=object)
 
 
+def _bools_as_numbers(values: pd.Series) -> pd.Series:
+    """Booleans (a SQL Server bit, a PostgreSQL boolean) as 1 and 0, as SQLite stores them: a bit column
+    carried as an integer had every value rejected."""
+    if pd.api.types.is_bool_dtype(values.dtype):
+        return values.astype("Int64")
+    if values.dtype == object:
+        flags = values.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool)
+        if flags.any():
+            values = values.copy()
+            values[flags] = [int(v) for v in values[flags]]
+    return values
+
+
 def convert_column(values: pd.Series, spec: ColumnSpec, timezone: str = "UTC") -> tuple[pd.Series, np.ndarray]:
     """The column in its storage form and a mask of present values that failed conversion."""
+    kind = spec.type
+    if kind in ("integer", "real"):
+        values = _bools_as_numbers(values)
     text = _text(values)
     present = text.notna().to_numpy()
-    kind = spec.type
     if kind == "text":
         return text, np.zeros(len(values), dtype=bool)
     if kind == "integer":
