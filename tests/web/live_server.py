@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,10 +32,23 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[3]), log_level="warning")
 """
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_for_health(url: str, server: subprocess.Popen[bytes], output: Callable[[], str], seconds: float = 30) -> None:
+    """Return once GET /api/health answers; fail with the server's `output` if it exits first, or on time."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            httpx.get(f"{url}/api/health", timeout=2)
+            return
+        except httpx.TransportError:
+            assert server.poll() is None, output()
+            assert time.monotonic() < deadline, "the server did not answer"
+            time.sleep(0.1)
 
 
 @contextmanager
@@ -45,25 +58,21 @@ def live_server(staging: Staging, log: Path, setup: str = "") -> Iterator[str]:
     The server and every process it starts are killed afterwards (they share a new process group), so a
     child stuck in a failing test is not left behind. Its output goes to `log`.
     """
-    port = _free_port()
+    port = free_port()
     source = staging.settings.source.url.removeprefix("sqlite:///")
     code = _SERVE.format(setup=setup)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     with log.open("wb") as output:
-        server = subprocess.Popen([sys.executable, "-c", code, source, str(staging.settings.output.directory),
-                                   str(port)], env=env, stdout=output, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        server = subprocess.Popen(
+            [sys.executable, "-c", code, source, str(staging.settings.output.directory), str(port)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{url}/api/health", timeout=2)
-                break
-            except httpx.TransportError:
-                assert server.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "the server did not answer"
-                time.sleep(0.1)
+        wait_for_health(url, server, log.read_text)
         yield url
     finally:
         os.killpg(server.pid, signal.SIGKILL)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,19 +16,21 @@ from playwright.sync_api import expect
 
 from countydatasync.web import create_app
 from tests.web.conftest import TOKEN, XSS_OWNER, Staging
+from tests.web.live_server import free_port
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path(os.environ.get("CDS_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 COLORS = {"synced": "#1a9641", "pending": "#e6b800", "error": "#d7191c"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager
@@ -50,7 +51,7 @@ def _serving(app: object, port: int) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def server(staging: Staging) -> Iterator[str]:
-    with _serving(create_app(staging.settings), _free_port()) as base:
+    with _serving(create_app(staging.settings), free_port()) as base:
         yield base
 
 
@@ -61,8 +62,7 @@ def browser() -> Iterator[object]:
     from playwright.sync_api import sync_playwright  # imported here: a missing browser skips, not errors
 
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                              args=CHROMIUM_ARGS)
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
 
@@ -84,8 +84,7 @@ def _count(text: str) -> int:
     return int(re.sub(r"\D", "", text))
 
 
-def test_map_draws_parcels_by_status_with_legend_and_popup(page, server: str, staging: Staging,
-                                                         tmp_path: Path) -> None:
+def test_map_draws_parcels_by_status_with_legend_and_popup(page, server: str, staging: Staging, tmp_path: Path) -> None:
     with staging.working() as con:
         totals = dict(con.execute("SELECT sync_status, count(*) FROM parcels GROUP BY 1").fetchall())
         drawn = dict(con.execute("SELECT sync_status, count(*) FROM parcels WHERE in_geo = 1 GROUP BY 1"))
@@ -125,8 +124,7 @@ def test_map_draws_parcels_by_status_with_legend_and_popup(page, server: str, st
     assert page.problems == []
 
 
-def test_dashboard_shows_runs_statistics_and_errors(page, server: str, staging: Staging,
-                                                    tmp_path: Path) -> None:
+def test_dashboard_shows_runs_statistics_and_errors(page, server: str, staging: Staging, tmp_path: Path) -> None:
     page.goto(server + "/")
     page.wait_for_selector("#run-history table")
     page.wait_for_selector("#statistics table")
@@ -151,11 +149,10 @@ def test_api_docs_work_offline_under_the_csp(page, server: str) -> None:
 
 
 def test_basemap_from_settings_is_drawn_under_the_parcels(page, staging: Staging, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     # The app's own favicon stands in for a tile server, so the test needs no network.
     template = f"http://127.0.0.1:{port}/static/favicon.svg?z={{z}}&x={{x}}&y={{y}}"
-    web = staging.settings.web.model_copy(update={"basemap_url": template,
-                                                  "basemap_attribution": "Tiles <b>test</b>"})
+    web = staging.settings.web.model_copy(update={"basemap_url": template, "basemap_attribution": "Tiles <b>test</b>"})
     with _serving(create_app(staging.settings.model_copy(update={"web": web})), port) as base:
         page.goto(base + "/map")
         page.wait_for_selector("#map[data-state=loaded]", timeout=20_000)
@@ -169,7 +166,7 @@ def test_basemap_from_settings_is_drawn_under_the_parcels(page, staging: Staging
 
 
 def test_dashboard_starts_a_sync_with_the_token(page, fresh_staging: Staging) -> None:
-    with _serving(create_app(fresh_staging.settings), _free_port()) as base:
+    with _serving(create_app(fresh_staging.settings), free_port()) as base:
         page.goto(base + "/")
         page.wait_for_selector("#run-history table")
         before = page.locator("#run-history tbody tr").count()
@@ -187,7 +184,7 @@ def test_dashboard_starts_a_sync_with_the_token(page, fresh_staging: Staging) ->
 def test_dashboard_shows_the_next_scheduled_sync(page, fresh_staging: Staging) -> None:
     web = fresh_staging.settings.web.model_copy(update={"schedule_every": "1h"})
     settings = fresh_staging.settings.model_copy(update={"web": web})
-    with _serving(create_app(settings), _free_port()) as base:
+    with _serving(create_app(settings), free_port()) as base:
         page.goto(base + "/")
         expect(page.locator("#schedule-state")).to_have_text(re.compile(r"^Scheduled every 1h; next: \S.*\d"))
     assert page.problems == []

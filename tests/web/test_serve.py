@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +15,7 @@ from typer.testing import CliRunner
 
 from countydatasync.web.commands import _is_loopback, serve
 from tests.web.conftest import Staging
+from tests.web.live_server import free_port, wait_for_health
 
 
 def _command() -> typer.Typer:
@@ -45,25 +44,21 @@ def test_loopback_detection() -> None:
 def _serve_process(staging: Staging, cwd: Path, env: dict[str, str], *args: str) -> Iterator[tuple[int, list[bytes]]]:
     """`serve` in a process of its own on a free port; yields the port once /api/health answers, and after
     the block the process's stderr (in the list) once it has stopped."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "CDS_OUTPUT__DIRECTORY": str(staging.settings.output.directory), "CDS_WEB__PORT": str(port),
-           "PYTHONPATH": os.pathsep.join(sys.path), **env}
+    port = free_port()
+    env = {
+        **os.environ,
+        "CDS_OUTPUT__DIRECTORY": str(staging.settings.output.directory),
+        "CDS_WEB__PORT": str(port),
+        "PYTHONPATH": os.pathsep.join(sys.path),
+        **env,
+    }
     code = "import typer; from countydatasync.web.commands import serve; typer.run(serve)"
-    process = subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     stderr: list[bytes] = []
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, process.stderr.read().decode()  # type: ignore[union-attr]
-                assert time.monotonic() < deadline, "server did not answer"
-                time.sleep(0.1)
+        wait_for_health(f"http://127.0.0.1:{port}", process, lambda: process.stderr.read().decode())  # type: ignore[union-attr]
         yield port, stderr
     finally:
         process.terminate()
