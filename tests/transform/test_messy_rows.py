@@ -555,12 +555,9 @@ def check_geometry(blob: bytes, acres: float, shape: Shape, where: str) -> None:
         assert math.isclose(geom.area, shape.area, rel_tol=1e-9), (where, geom.area, shape.area)
 
 
-LATE_COPY = " (copy met in an earlier batch)"
-
-
 def rejections_match(rejected: list[sqlite3.Row], count: int) -> bool:
     """Whether the errors table has one rejected row for each row the run rejected: a copy met again in a
-    later batch (its message ends with LATE_COPY) replaces, or takes over, the earlier copy's row."""
+    later batch (its message ends with "(copy met in an earlier batch)") takes over the earlier copy's row."""
     return len(rejected) == count
 
 
