@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import shapely
 
-from countydatasync.transform.geometry import clean_geometries
+from countydatasync.transform.geometry import GeometryOutcome, clean_geometries, multipolygon_wkb
 from countydatasync.transform.reasons import Reason
 
 SQUARE = "POLYGON ((0 0, 10 0, 10 10, 0 10, 0 0))"
@@ -15,6 +15,11 @@ FLAT = "POLYGON ((0 0, 5 0, 10 0, 0 0))"
 
 def wkb(text: str) -> bytes:
     return shapely.to_wkb(shapely.from_wkt(text))
+
+
+def written(out: GeometryOutcome) -> np.ndarray:
+    """The geometries as the staging databases get them: read back from their WKB."""
+    return shapely.from_wkb(multipolygon_wkb(out.geoms))
 
 
 def test_each_geometry_problem_gets_its_reason() -> None:
@@ -34,7 +39,7 @@ def test_each_geometry_problem_gets_its_reason() -> None:
     ]
     assert list(out.rejected) == [False, True, True, True, True, False, True]
     assert "Self-intersection" in out.messages[5]
-    kept = out.geoms[[0, 5]]
+    kept = written(out)[[0, 5]]
     assert all(g.geom_type == "MultiPolygon" and g.is_valid for g in kept)
     assert shapely.area(out.geoms[5]) == pytest.approx(50.0)  # two triangles of the bowtie
     assert all(g is None for g in out.geoms[[1, 2, 3, 4, 6]])
@@ -50,7 +55,7 @@ def test_wkt_input_z_values_and_collections() -> None:
     )
     out = clean_geometries(values, "wkt", 2927, 2927)
     assert not shapely.has_z(out.geoms[0])
-    assert out.geoms[1].geom_type == "MultiPolygon" and out.reasons[1] == Reason.INVALID_GEOMETRY_REPAIRED
+    assert written(out)[1].geom_type == "MultiPolygon" and out.reasons[1] == Reason.INVALID_GEOMETRY_REPAIRED
     assert out.reasons[2] == Reason.UNPARSEABLE_GEOMETRY
 
 
@@ -83,7 +88,7 @@ def test_curves_reject_their_row_not_the_batch() -> None:
     out = clean_geometries(pd.Series([wkb(SQUARE), _curve_polygon_wkb(), b"\x01\x03garbage"]), "wkb", 2927, 2927)
     assert list(out.reasons) == [None, Reason.UNPARSEABLE_GEOMETRY, Reason.UNPARSEABLE_GEOMETRY]
     assert list(out.messages) == [None, curves, "geometry is not valid WKB"]
-    assert out.geoms[0].wkt == "MULTIPOLYGON (((0 0, 10 0, 10 10, 0 10, 0 0)))"
+    assert written(out)[0].wkt == "MULTIPOLYGON (((0 0, 10 0, 10 10, 0 10, 0 0)))"
 
     texts = [
         SQUARE,
@@ -116,7 +121,7 @@ def test_m_values_are_dropped_like_z() -> None:
         ]
     )
     out = clean_geometries(values, "wkb", 2927, 2927)
-    assert [g.wkt for g in out.geoms] == ["MULTIPOLYGON (((0 0, 10 0, 10 10, 0 10, 0 0)))"] * 2
+    assert [g.wkt for g in written(out)] == ["MULTIPOLYGON (((0 0, 10 0, 10 10, 0 10, 0 0)))"] * 2
     assert not shapely.has_m(out.geoms).any() and not shapely.has_z(out.geoms).any()
 
 
@@ -174,3 +179,15 @@ def test_tins_and_polyhedral_surfaces_are_named_in_the_message() -> None:
         "geometry is a POLYHEDRALSURFACE",
     ]
     assert outcome.messages[3] == "geometry is not valid WKB"
+
+
+def test_written_wkb_is_the_multipolygon_shapely_writes() -> None:
+    """Polygons are written as MultiPolygons of one without being built as such: the bytes (and so the
+    geometry hashes kept from earlier runs) are those of the MultiPolygon, whatever the input's byte order."""
+    big_endian = shapely.to_wkb(shapely.from_wkt(SQUARE), byte_order=0)
+    holed = wkb("POLYGON ((0 0, 9 0, 9 9, 0 9, 0 0), (2 2, 3 2, 3 3, 2 2))")
+    multi = wkb("MULTIPOLYGON (((0 0, 1 0, 1 1, 0 0)), ((5 5, 6 5, 6 6, 5 5)))")
+    out = clean_geometries(pd.Series([big_endian, holed, multi, None]), "wkb", 2927, 2927)
+    expected = [shapely.to_wkb(shapely.multipolygons([g]) if g.geom_type == "Polygon" else g) for g in out.geoms[:3]]
+    assert list(multipolygon_wkb(out.geoms)) == [*expected, None]
+    assert np.allclose(out.bounds[:3], shapely.bounds(out.geoms[:3])) and np.isnan(out.bounds[3]).all()

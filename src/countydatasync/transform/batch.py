@@ -17,7 +17,7 @@ from countydatasync.errors import ConfigError
 from countydatasync.extract.base import RAW_GEOM, RAW_KEY, RAW_MODIFIED, RAW_SRID
 from countydatasync.settings import ColumnSpec, Settings
 from countydatasync.transform.attributes import convert_attributes
-from countydatasync.transform.geometry import clean_geometries, known_epsg
+from countydatasync.transform.geometry import clean_geometries, known_epsg, multipolygon_wkb
 from countydatasync.transform.reasons import Reason, excerpt
 
 SQ_METRES_PER_ACRE = 4046.8564224
@@ -228,7 +228,7 @@ def transform_batch(raw: pd.DataFrame, plan: TransformPlan, first_row: int = 0) 
     geoms = geo.geoms[good]
     parcels = attrs.frame[good].reset_index(drop=True)
     attr_hash = _hash(parcels) if len(parcels) else np.empty(0, dtype=np.int64)
-    wkb = shapely.to_wkb(geoms) if len(geoms) else np.empty(0, dtype=object)
+    wkb = multipolygon_wkb(geoms) if len(geoms) else np.empty(0, dtype=object)
     geom_hash = _hash(pd.Series(wkb, dtype=object), categorize=False) if len(geoms) else np.empty(0, dtype=np.int64)
     parcels.insert(0, plan.key_name, keys[good].to_numpy(dtype=object))
     parcels["gis_acres"] = plan.acres(geoms) if len(geoms) else np.nan
@@ -248,7 +248,7 @@ def transform_batch(raw: pd.DataFrame, plan: TransformPlan, first_row: int = 0) 
     return TransformedBatch(
         parcels=parcels,
         wkb=wkb,
-        bounds=shapely.bounds(geoms) if len(geoms) else np.empty((0, 4)),
+        bounds=geo.bounds[good],
         attr_hash=attr_hash,
         geom_hash=geom_hash,
         issues=issues,
