@@ -162,3 +162,27 @@ def test_booleans_carried_as_numbers_are_one_and_zero() -> None:
         assert integers.tolist()[:2] == [1, 0] and pd.isna(integers.tolist()[2]) and not bad.any()
         reals, bad = convert_column(values, ColumnSpec(source="Flag", name="flag", type="real"))
         assert reals.tolist()[:2] == [1.0, 0.0] and not bad.any()
+
+
+def test_a_value_converts_alike_beside_plain_or_messy_neighbours() -> None:
+    """Plain numbers are cast directly and only the others cleaned: every value must come out as it does alone,
+    and as it does among values that all need cleaning."""
+    samples = {
+        "integer": ["12", "-7", "0012", "+5", "1,250", "$3", "12.0", "1e3", "N/A", "12abc", " 42 ", None, "", "-0"]
+        + ["999999999999999999", "9223372036854775807", "9223372036854775808", "99999999999999999999"],
+        "real": ["1.5", "-2", ".5", "1.", "+1.5", "1e5", "$1,234.50", "1,5", "N/A", "1e400", None, " 7 ", "0.1"],
+    }
+    for kind, values in samples.items():
+        spec = ColumnSpec(name="v", source="v", type=kind)
+        together, failed = convert_column(pd.Series(values, dtype="string[pyarrow]"), spec)
+        alone = [convert_column(pd.Series([v], dtype="string[pyarrow]"), spec) for v in values]
+        assert _plain(together) == [_plain(a)[0] for a, _ in alone], kind
+        assert failed.tolist() == [f[0] for _, f in alone], kind
+        messy = [v for v in values if v is None or not v.strip().lstrip("-").isdigit()]
+        among_messy, _ = convert_column(pd.Series(messy, dtype="string[pyarrow]"), spec)
+        assert _plain(among_messy) == [_plain(together)[values.index(v)] for v in messy], kind
+
+
+def _plain(values: pd.Series) -> list[object]:
+    """Python values, None for any missing value (NaN, NA), so that lists compare."""
+    return [None if pd.isna(v) else type(v).__name__ + ":" + repr(v) for v in values.tolist()]

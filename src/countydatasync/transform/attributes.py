@@ -9,6 +9,7 @@ to pandas' element-wise parsing, which tells the bad rows apart.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -67,6 +68,8 @@ def _text(values: pd.Series) -> pd.Series:
 
 # A plain decimal number once currency signs, thousands separators and spaces are gone.
 NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+# Integer text that always fits int64 and that Arrow's cast reads exactly (it refuses a leading '+').
+PLAIN_INTEGER = r"^-?\d{1,18}$"
 # Thousands separators stand only between groups of three digits before the decimal point.
 GROUPED = r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$"
 
@@ -84,11 +87,34 @@ def _number(values: pd.Series, text: pd.Series) -> pd.Series:
     """Floats; text such as '$1,234.50' is cleaned first. Unconvertible values become NaN."""
     if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
         return values.astype("float64")
+    arrow = pa.array(text.array)
     try:
-        numbers = pc.cast(pa.array(text.array), pa.float64())
+        numbers = pc.cast(arrow, pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        numbers = pc.cast(_number_text(text), pa.float64())
+        numbers = _plain_first(
+            arrow, NUMBER, pa.float64(), lambda odd: pc.cast(_number_text(_series(odd)), pa.float64())
+        )
     return pd.Series(numbers.to_numpy(zero_copy_only=False), index=values.index)
+
+
+def _series(text: pa.Array) -> pd.Series:
+    return pd.Series(pd.arrays.ArrowStringArray(text))
+
+
+def _plain_first(
+    arrow: pa.Array | pa.ChunkedArray, plain: str, to: pa.DataType, slow: Callable[[pa.Array], pa.Array]
+) -> pa.Array:
+    """Text cast to `to`: the values that match the regex `plain` directly, only the others through `slow`.
+    One '$1,250' or 'N/A' in a batch sent every value of its column through the cleaning (0.8 s per million
+    parcels for one column). `slow` must give what the direct cast gives for a plain value."""
+    if isinstance(arrow, pa.ChunkedArray):  # replace_with_mask takes arrays only
+        arrow = arrow.combine_chunks()
+    is_plain = pc.fill_null(pc.match_substring_regex(arrow, plain), False)
+    direct = pc.cast(pc.if_else(is_plain, arrow, None), to)
+    odd = pc.and_(pc.invert(is_plain), arrow.is_valid())
+    if not pc.any(odd).as_py():
+        return direct
+    return pc.replace_with_mask(direct, odd, slow(arrow.filter(odd)))
 
 
 def _exact_integers(text: pd.Series) -> pa.Array:
@@ -108,18 +134,25 @@ def _integers(values: pd.Series, text: pd.Series) -> pd.Series:
         fits = values.le(INT64_MAX).fillna(True).to_numpy(dtype=bool)  # only unsigned columns can overflow
         return values.mask(~fits, 0).astype("Int64").mask(~fits)
     if not pd.api.types.is_float_dtype(values.dtype):
+        arrow = pa.array(text.array)
         try:  # plain integer text, the usual case: exact in one cast
-            return pd.Series(
-                pc.cast(pa.array(text.array), pa.int64()).to_pandas(types_mapper=_INT64), index=values.index
-            )
+            integers = pc.cast(arrow, pa.int64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass
+            integers = _plain_first(
+                arrow, PLAIN_INTEGER, pa.int64(), lambda odd: _cleaned_integers(_series(odd), _series(odd))
+            )
+        return pd.Series(integers.to_pandas(types_mapper=_INT64), index=values.index)
+    return pd.Series(_cleaned_integers(values, text).to_pandas(types_mapper=_INT64), index=values.index)
+
+
+def _cleaned_integers(values: pd.Series, text: pd.Series) -> pa.Array:
+    """Integers from floats, or from text that is no plain integer ('1,250', '12.0', '1e3'); null for others."""
     number = _number(values, text).to_numpy(dtype=float, na_value=np.nan)
     whole = np.isfinite(number) & (number == np.trunc(number)) & (np.abs(number) < INT64_LIMIT)
     integers = pa.array(np.where(whole, number, 0).astype(np.int64), mask=~whole)
     if not pd.api.types.is_float_dtype(values.dtype):
         integers = pc.coalesce(_exact_integers(text), integers)
-    return pd.Series(integers.to_pandas(types_mapper=_INT64), index=values.index)
+    return integers
 
 
 _INT64 = {pa.int64(): pd.Int64Dtype()}.get  # Arrow int64 to pandas' nullable Int64
@@ -140,6 +173,8 @@ def _timestamps(values: pd.Series, text: pd.Series, timezone: str | None) -> pd.
     for fmt in TEXT_FORMATS:
         found = pc.strptime(arrow, format=fmt, unit="ms", error_is_null=True)
         parsed = found if parsed is None else pc.coalesce(parsed, found)
+        if parsed.null_count == arrow.null_count:  # every value read: the other formats would find nothing new
+            break
     # strptime rolls impossible days over (2021-02-30 -> 2021-03-02): keep the days that read back as written
     # (every format starts with the date; strftime would cost three times the parse); the others go to pandas,
     # which rejects them.
