@@ -105,6 +105,8 @@ class Reconciliation:
 
     def delete_absent(self, present: str) -> None:
         """Remove the parcels whose key is not in the temp table `present` (seen, or source_keys)."""
+        if self.initial:  # the working DB started empty: every parcel in it was seen in this run
+            return
         k = q(self.key)
         keys = [
             r[0]
