@@ -15,11 +15,12 @@ def scan_extent(con: sqlite3.Connection) -> tuple[float, ...]:
 
 
 @pytest.mark.parametrize("count", [1, 150, 60_000])  # a root leaf, one level, two levels above the leaves
-def test_packed_tree_is_what_sqlite_expects(count: int) -> None:
+@pytest.mark.parametrize("spacing", [1, 3])  # ids without gaps (as a first load gives them) and sparse ones
+def test_packed_tree_is_what_sqlite_expects(count: int, spacing: int) -> None:
     rng = np.random.default_rng(count)
     corner = rng.uniform(-1e6, 1e6, (count, 2))
     bounds = np.hstack([corner, corner + rng.uniform(0.1, 500.0, (count, 2))])  # minx, miny, maxx, maxy
-    ids = rng.permutation(np.arange(1, count + 1) * 3)  # sparse ids in no particular order
+    ids = rng.permutation(np.arange(1, count + 1) * spacing + 40)  # in no particular order
 
     con = sqlite3.connect(":memory:", isolation_level=None)
     con.execute("CREATE VIRTUAL TABLE r USING rtree(id, minx, maxx, miny, maxy)")

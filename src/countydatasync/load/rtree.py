@@ -12,6 +12,7 @@ verifies the result in the tests.
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 
@@ -94,13 +95,10 @@ class RtreeBulkLoader:
             )
             members = np.concatenate(groups)
             owner = np.repeat(numbers, [len(g) for g in groups])
-            order = np.argsort(ids[members], kind="stable")  # in id order: appends to the shadow table's b-tree
-            column = "rowid" if links == rowid_t else "nodeno"
-            parent = "nodeno" if links == rowid_t else "parentnode"
-            self.con.executemany(
-                f"INSERT INTO {links} ({column}, {parent}) VALUES (?, ?)",
-                zip(ids[members][order].tolist(), owner[order].tolist(), strict=True),
-            )
+            if links == rowid_t:
+                self._link(links, "rowid", "nodeno", ids[members], owner)
+            else:
+                self._link(links, "nodeno", "parentnode", ids[members], owner)
             if len(groups) == 1:
                 # A single node at this level is the root: renumber it to 1 as SQLite expects.
                 self._make_root(int(numbers[0]), depth, node_t, rowid_t, parent_t)
@@ -118,6 +116,25 @@ class RtreeBulkLoader:
                 axis=1,
             )
             ids, next_node, depth, links = numbers, next_node + len(groups), depth + 1, parent_t
+
+    def _link(self, table: str, child: str, owner: str, children: np.ndarray, owners: np.ndarray) -> None:
+        """(child, owner) rows into a shadow table, in child order: appends to its b-tree. Child numbers without
+        gaps (node numbers; feature ids of a first load) go in as one JSON array of owners that SQLite unpacks
+        itself: binding a million pairs from Python took four times as long."""
+        low = int(children.min())
+        if int(children.max()) - low + 1 == len(children):  # unique numbers spanning their range: no gaps
+            by_child = np.empty(len(children), dtype=np.int64)
+            by_child[children - low] = owners
+            self.con.execute(
+                f"INSERT INTO {table} ({child}, {owner}) SELECT ? + key, value FROM json_each(?)",
+                (low, json.dumps(by_child.tolist())),
+            )
+            return
+        order = np.argsort(children, kind="stable")
+        self.con.executemany(
+            f"INSERT INTO {table} ({child}, {owner}) VALUES (?, ?)",
+            zip(children[order].tolist(), owners[order].tolist(), strict=True),
+        )
 
     def _make_root(self, nodeno: int, depth: int, node_t: str, rowid_t: str, parent_t: str) -> None:
         data = bytearray(self.con.execute(f"SELECT data FROM {node_t} WHERE nodeno = ?", (nodeno,)).fetchone()[0])
