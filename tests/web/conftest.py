@@ -40,8 +40,7 @@ class Staging:
 
 
 def make_settings(source: Path, staging: Path, **web: object) -> Settings:
-    return Settings(source={"url": f"sqlite:///{source}"}, output={"directory": staging},
-                    web={"token": TOKEN, **web})
+    return Settings(source={"url": f"sqlite:///{source}"}, output={"directory": staging}, web={"token": TOKEN, **web})
 
 
 @pytest.fixture(scope="session")
@@ -49,30 +48,47 @@ def staging(tmp_path_factory: pytest.TempPathFactory) -> Staging:
     root = tmp_path_factory.mktemp("county")
     source = write_sample_county(root / "county.sqlite", SampleCounty(parcels=SAMPLE_PARCELS))
     with sqlite3.connect(source) as con:
-        xss_key = con.execute("SELECT PIN FROM MasterParcels WHERE PIN IS NOT NULL ORDER BY rowid LIMIT 1 "
-                              "OFFSET 1000").fetchone()[0]
+        xss_key = con.execute(
+            "SELECT PIN FROM MasterParcels WHERE PIN IS NOT NULL ORDER BY rowid LIMIT 1 OFFSET 1000"
+        ).fetchone()[0]
         con.execute("UPDATE MasterParcels SET OwnerName = ? WHERE PIN = ?", (XSS_OWNER, xss_key))
     settings = make_settings(source, root / "staging")
     result = run_sync(settings)
     assert result.status == "succeeded" and result.rejected > 0
     with sqlite3.connect(source) as con:
-        broken = tuple(k for (k,) in con.execute(
-            "SELECT PIN FROM MasterParcels WHERE PIN IS NOT NULL AND Shape IS NOT NULL AND PIN != ? "
-            "ORDER BY rowid LIMIT 3 OFFSET 1500", (xss_key,)))
-        con.executemany("UPDATE MasterParcels SET Shape = NULL, LastModified = '2030-01-01T00:00:00' "
-                        "WHERE PIN = ?", [(k,) for k in broken])
+        broken = tuple(
+            k
+            for (k,) in con.execute(
+                "SELECT PIN FROM MasterParcels WHERE PIN IS NOT NULL AND Shape IS NOT NULL AND PIN != ? "
+                "ORDER BY rowid LIMIT 3 OFFSET 1500",
+                (xss_key,),
+            )
+        )
+        con.executemany(
+            "UPDATE MasterParcels SET Shape = NULL, LastModified = '2030-01-01T00:00:00' WHERE PIN = ?",
+            [(k,) for k in broken],
+        )
         # A reassessment of the payload parcel, so it has a change history.
-        con.execute("UPDATE MasterParcels SET LandValue = LandValue + 1000, "
-                    "LastModified = '2030-01-01T00:00:00' WHERE PIN = ?", (xss_key,))
+        con.execute(
+            "UPDATE MasterParcels SET LandValue = LandValue + 1000, LastModified = '2030-01-01T00:00:00' WHERE PIN = ?",
+            (xss_key,),
+        )
     second = run_sync(settings)
     assert second.status == "succeeded" and second.mode == "incremental"
     with sqlite3.connect(settings.output.working_path) as con:
-        changed = [k for (k,) in con.execute(
-            "SELECT pin FROM parcels WHERE in_geo = 1 AND sync_status = 'synced' AND pin != ? "
-            "ORDER BY pin LIMIT 25 OFFSET 500", (xss_key,))]
+        changed = [
+            k
+            for (k,) in con.execute(
+                "SELECT pin FROM parcels WHERE in_geo = 1 AND sync_status = 'synced' AND pin != ? "
+                "ORDER BY pin LIMIT 25 OFFSET 500",
+                (xss_key,),
+            )
+        ]
     with sqlite3.connect(source) as con:
-        con.executemany("UPDATE MasterParcels SET ImprValue = ImprValue + 1, "
-                        "LastModified = '2031-01-01T00:00:00' WHERE PIN = ?", [(k,) for k in changed])
+        con.executemany(
+            "UPDATE MasterParcels SET ImprValue = ImprValue + 1, LastModified = '2031-01-01T00:00:00' WHERE PIN = ?",
+            [(k,) for k in changed],
+        )
     mark_pending(settings)  # what `countydatasync status` does
     with sqlite3.connect(f"file:{settings.output.working_path}?mode=ro", uri=True) as con:
         pending = tuple(k for (k,) in con.execute("SELECT pin FROM parcels WHERE sync_status = 'pending'"))
@@ -91,5 +107,6 @@ def fresh_staging(staging: Staging, tmp_path: Path) -> Staging:
     """A private copy of the staging databases (same source) for tests that start syncs."""
     shutil.copytree(staging.settings.output.directory, tmp_path / "staging")
     source = staging.settings.source.url.removeprefix("sqlite:///")
-    return Staging(make_settings(Path(source), tmp_path / "staging"), staging.xss_key, staging.pending_keys,
-                   staging.broken_keys)
+    return Staging(
+        make_settings(Path(source), tmp_path / "staging"), staging.xss_key, staging.pending_keys, staging.broken_keys
+    )

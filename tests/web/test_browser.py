@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import uvicorn
@@ -193,4 +194,101 @@ def test_dashboard_shows_the_next_scheduled_sync(page, fresh_staging: Staging) -
 def test_dashboard_says_when_there_is_no_schedule(page, server: str) -> None:
     page.goto(server + "/")
     expect(page.locator("#schedule-state")).to_have_text(re.compile(r"^No schedule"))
+    assert page.problems == []
+
+
+def _parcel_requests(page) -> object:
+    return page.expect_response(lambda r: "/api/parcels?" in r.url, timeout=10_000)
+
+
+def test_map_zooms_in_to_its_limit_without_refused_requests(page, server: str) -> None:
+    """Without a basemap Leaflet had no zoom limit: past zoom 24 the API refused every request (422)."""
+    page.goto(server + "/map")
+    page.wait_for_selector("#map[data-state=loaded]", timeout=20_000)
+    zoom_in = page.locator(".leaflet-control-zoom-in")
+    zooms = []
+    for _ in range(16):  # from the county's extent (zoom 14 or so) to well past 24
+        if "leaflet-disabled" in zoom_in.get_attribute("class"):
+            break
+        with _parcel_requests(page) as answer:
+            zoom_in.click()
+        zooms.append(int(parse_qs(urlsplit(answer.value.url).query)["zoom"][0]))
+        assert answer.value.status == 200, answer.value.url
+        page.wait_for_selector("#map[data-state=loaded]")
+    assert "leaflet-disabled" in zoom_in.get_attribute("class")
+    assert zooms[-1] == max(zooms) <= 24
+    assert page.problems == []
+
+
+def test_map_panned_off_the_world_asks_for_nothing(page, server: str) -> None:
+    """Leaflet lets the map be dragged past the antimeridian; the box it then sent (west > 180 clamped to
+    east = 180) was refused with a 422 and the map said it could not load parcels."""
+    page.goto(server + "/map")
+    page.wait_for_selector("#map[data-state=loaded]", timeout=20_000)
+    zoom_out = page.locator(".leaflet-control-zoom-out")
+    while "leaflet-disabled" not in zoom_out.get_attribute("class"):
+        with _parcel_requests(page):
+            zoom_out.click()
+        page.wait_for_selector("#map[data-state=loaded]")
+    box = page.locator("#map").bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] - 5, y)  # at zoom 0 the world is 256 pixels wide
+    page.mouse.down()
+    page.mouse.move(box["x"] + 5, y, steps=20)
+    page.mouse.up()
+    expect(page.locator("#map-note")).to_have_text(re.compile("^Nothing to show here"), timeout=10_000)
+    assert page.locator("#map").get_attribute("data-state") == "loaded"
+    assert page.problems == []
+
+
+def test_popup_shows_values_as_the_working_db_holds_them(page, server: str, staging: Staging) -> None:
+    """Values went through the dashboard's number format: a year built of 1993 showed as '1,993' and acres
+    were rounded to two decimals."""
+    with staging.working() as con:
+        year, acres = con.execute("SELECT year_built, acres FROM parcels WHERE pin = ?", (staging.xss_key,)).fetchone()
+    assert year >= 1000 and round(acres, 2) != acres  # values the number format changes
+    page.goto(server + "/map")
+    page.wait_for_selector("#map[data-state=loaded]", timeout=20_000)
+    page.locator(f'path[data-key="{staging.xss_key}"]').click()
+    popup = page.locator(".leaflet-popup-content .popup table")
+    popup.wait_for(timeout=10_000)
+
+    def shown(name: str) -> str:
+        return popup.get_by_role("rowheader", name=name, exact=True).locator("xpath=following-sibling::td").inner_text()
+
+    assert shown("pin") == staging.xss_key
+    assert shown("year_built") == str(year)
+    assert float(shown("acres")) == acres
+    assert page.problems == []
+
+
+def test_basemap_with_the_subdomain_inside_a_label_loads_under_the_csp(page, staging: Staging) -> None:
+    """A tile host like tiles-{s}.example.net became the CSP source tiles-*.example.net, which CSP does
+    not allow (a wildcard must be a whole label), so the browser blocked every tile."""
+    port = free_port()
+    # Chromium sends every *.localhost to this machine: tiles-a.localhost, tiles-b.localhost... are the app.
+    template = f"http://tiles-{{s}}.localhost:{port}/static/favicon.svg?z={{z}}&x={{x}}&y={{y}}"
+    web = staging.settings.web.model_copy(update={"basemap_url": template})
+    with _serving(create_app(staging.settings.model_copy(update={"web": web})), port) as base:
+        page.goto(base + "/map")
+        page.wait_for_selector("#map[data-state=loaded]", timeout=20_000)
+        tiles = page.locator("img.leaflet-tile-loaded")
+        expect(tiles.first).to_be_visible()
+        assert re.match(rf"http://tiles-[abc]\.localhost:{port}/static/favicon\.svg", tiles.first.get_attribute("src"))
+    assert page.problems == []
+
+
+def test_dashboard_keeps_the_chosen_dimension_when_a_sync_reloads_it(page, fresh_staging: Staging) -> None:
+    """The statistics are reloaded after every sync, and the dimension went back to the first one."""
+    with _serving(create_app(fresh_staging.settings), free_port()) as base:
+        page.goto(base + "/")
+        page.wait_for_selector("#statistics table")
+        page.select_option("#dimension", "zoning")
+        shown = page.query_selector("#statistics table")
+        page.fill("#sync-token", TOKEN)
+        page.click("#sync-form button")
+        expect(page.locator("#sync-state")).to_have_text("Sync succeeded.", timeout=60_000)
+        shown.wait_for_element_state("hidden", timeout=10_000)  # replaced: the statistics were reloaded
+        assert page.locator("#dimension").input_value() == "zoning"
+        assert "R-4" in page.locator("#statistics").inner_text()
     assert page.problems == []

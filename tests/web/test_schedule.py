@@ -62,9 +62,18 @@ def _scheduled(staging: Staging, **web: object) -> Settings:
     return staging.settings.model_copy(update={"web": staging.settings.web.model_copy(update=web)})
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("30s", 30), ("15m", 900), ("1h", 3600), ("1d", 86400), ("1h30m", 5400), ("1.5s", 1.5), (" 2H ", 7200),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("30s", 30),
+        ("15m", 900),
+        ("1h", 3600),
+        ("1d", 86400),
+        ("1h30m", 5400),
+        ("1.5s", 1.5),
+        (" 2H ", 7200),
+    ],
+)
 def test_intervals_parse(text: str, seconds: float) -> None:
     assert parse_interval(text).interval == timedelta(seconds=seconds)
 
@@ -110,8 +119,9 @@ def test_cron_reads_the_server_local_time_across_daylight_saving(monkeypatch: py
         time.tzset()
 
 
-@pytest.mark.parametrize("text", ["61 * * * *", "* * * *", "*/15 * * * * *", "a b c d e", "0 0 31 2 *",
-                                  "@reboot", "*/0 * * * *"])
+@pytest.mark.parametrize(
+    "text", ["61 * * * *", "* * * *", "*/15 * * * * *", "a b c d e", "0 0 31 2 *", "@reboot", "*/0 * * * *"]
+)
 def test_a_bad_cron_expression_is_refused_naming_the_value(text: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_cron(text)
@@ -208,16 +218,24 @@ def test_a_failed_scheduled_run_is_logged_and_alerted_and_the_schedule_goes_on(
             output={"directory": fresh_staging.settings.output.directory},
             logging={"file": tmp_path / "logs" / "cds.log"},
             web={"schedule_every": INTERVAL},
-            alerts={"smtp_host": "127.0.0.1", "smtp_port": controller.port, "ca_file": ca_file,
-                    "username": USER, "password": PASSWORD, "to": ["gis-team@county.example"]},
+            alerts={
+                "smtp_host": "127.0.0.1",
+                "smtp_port": controller.port,
+                "ca_file": ca_file,
+                "username": USER,
+                "password": PASSWORD,
+                "to": ["gis-team@county.example"],
+            },
         )
         app = create_app(settings)
         scheduler: Scheduler = app.state.scheduler
         caplog.set_level(logging.INFO)
         with TestClient(app):
+
             def failures() -> int:
-                return sum(r.levelno == logging.ERROR and r.getMessage().startswith("sync failed:")
-                           for r in caplog.records)
+                return sum(
+                    r.levelno == logging.ERROR and r.getMessage().startswith("sync failed:") for r in caplog.records
+                )
 
             _until(lambda: failures() >= 2 and scheduler.started >= 3, what="failed scheduled runs")
         app.state.sync_job.wait(30)

@@ -26,9 +26,19 @@ def operations(staging: Staging) -> list:
 
 def test_schema_lists_every_api_endpoint(operations: list) -> None:
     labels = {op.label for op in operations}
-    assert {"GET /api/health", "GET /api/runs", "GET /api/runs/{run_id}", "GET /api/statistics",
-            "GET /api/statistics/status", "GET /api/parcels", "GET /api/parcels/{key}", "GET /api/errors",
-            "POST /api/sync", "GET /api/sync", "GET /api/map-config"} <= labels
+    assert {
+        "GET /api/health",
+        "GET /api/runs",
+        "GET /api/runs/{run_id}",
+        "GET /api/statistics",
+        "GET /api/statistics/status",
+        "GET /api/parcels",
+        "GET /api/parcels/{key}",
+        "GET /api/errors",
+        "POST /api/sync",
+        "GET /api/sync",
+        "GET /api/map-config",
+    } <= labels
     for op in operations:
         assert "200" in op.definition.raw["responses"] or "202" in op.definition.raw["responses"], op.label
 
@@ -41,8 +51,13 @@ def test_no_server_errors_and_answers_match_the_schema(operations: list, mode: G
             continue  # nothing to make invalid
 
         @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
         def run(case: schemathesis.Case) -> None:
             nonlocal calls
             calls += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -11,7 +12,7 @@ from countydatasync.settings import Settings
 from countydatasync.sync.lock import run_lock
 from countydatasync.web import create_app
 from countydatasync.web.security import content_security_policy
-from tests.web.conftest import TOKEN, Staging
+from tests.web.conftest import TOKEN, Staging, make_settings
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -23,13 +24,16 @@ def test_web_settings_defaults_are_closed() -> None:
     assert TOKEN not in repr(Settings(web={"token": TOKEN}))  # SecretStr keeps it out of logs
 
 
-@pytest.mark.parametrize("headers, code", [
-    ({}, 401),
-    ({"Authorization": "Bearer wrong-token"}, 403),
-    ({"Authorization": f"Bearer {TOKEN}x"}, 403),
-    ({"Authorization": f"Basic {TOKEN}"}, 401),
-    ({"Authorization": TOKEN}, 401),
-])
+@pytest.mark.parametrize(
+    "headers, code",
+    [
+        ({}, 401),
+        ({"Authorization": "Bearer wrong-token"}, 403),
+        ({"Authorization": f"Bearer {TOKEN}x"}, 403),
+        ({"Authorization": f"Basic {TOKEN}"}, 401),
+        ({"Authorization": TOKEN}, 401),
+    ],
+)
 def test_sync_refuses_without_the_right_token(client: TestClient, headers: dict, code: int) -> None:
     response = client.post("/api/sync", headers=headers)
     assert response.status_code == code
@@ -109,8 +113,9 @@ def test_csp_allows_the_basemap_host_for_images_only() -> None:
 def test_no_cors_by_default(client: TestClient) -> None:
     response = client.get("/api/health", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in response.headers
-    preflight = client.options("/api/sync", headers={"Origin": "https://evil.example",
-                                                     "Access-Control-Request-Method": "POST"})
+    preflight = client.options(
+        "/api/sync", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    )
     assert "access-control-allow-origin" not in preflight.headers
 
 
@@ -124,8 +129,12 @@ def test_cors_only_for_configured_origins(staging: Staging) -> None:
 
 
 def test_no_file_paths_from_requests(client: TestClient) -> None:
-    for url in ("/static/../settings.py", "/static/%2e%2e/app.py", "/static/leaflet/../../../../etc/passwd",
-                "/static/..%2F..%2Fsettings.py"):
+    for url in (
+        "/static/../settings.py",
+        "/static/%2e%2e/app.py",
+        "/static/leaflet/../../../../etc/passwd",
+        "/static/..%2F..%2Fsettings.py",
+    ):
         response = client.get(url)
         assert response.status_code == 404, url
         assert "root:" not in response.text and "BaseSettings" not in response.text
@@ -158,3 +167,16 @@ def test_an_unexpected_error_answers_500_with_the_headers_and_no_details(staging
     assert "secret internals" not in response.text and "/srv" not in response.text
     assert "default-src 'none'" in response.headers["content-security-policy"]
     assert response.headers["x-frame-options"] == "DENY"
+
+
+@pytest.mark.parametrize("configured", [f"{TOKEN} ", f"{TOKEN}\n", f"\t{TOKEN}"])
+def test_a_token_configured_with_whitespace_around_it_is_accepted(fresh_staging: Staging, configured: str) -> None:
+    """HTTP drops the whitespace around a header value, so a token set with a trailing space (Windows `set`
+    keeps one) or a newline could never be matched: every POST was 403."""
+    source = Path(fresh_staging.settings.source.url.removeprefix("sqlite:///"))
+    settings = make_settings(source, fresh_staging.settings.output.directory, token=configured)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        assert client.post("/api/sync", headers=AUTH).status_code == 202
+        assert app.state.sync_job.wait(timeout=120)
+        assert client.post("/api/sync", headers={"Authorization": f"Bearer {TOKEN}x"}).status_code == 403

@@ -45,9 +45,7 @@ def _finished(url: str, timeout: float) -> dict[str, Any]:
         time.sleep(0.1)
 
 
-def test_syncs_in_a_child_process_finish_while_other_threads_use_pyproj(
-    fresh_staging: Staging, tmp_path: Path
-) -> None:
+def test_syncs_in_a_child_process_finish_while_other_threads_use_pyproj(fresh_staging: Staging, tmp_path: Path) -> None:
     with live_server(fresh_staging, tmp_path / "server.log", setup=_PROJ_BUSY) as url:
         for _ in range(8):  # a forked child got stuck in about one run of three
             response = httpx.post(f"{url}/api/sync", headers=AUTH, json={"full": True}, timeout=10)

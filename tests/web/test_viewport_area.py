@@ -35,12 +35,16 @@ class Layer:
     def expected(self, box: tuple[float, float, float, float]) -> tuple[set[str], set[str]]:
         """The keys that must be returned, and those that may be (they are within MARGIN of a side)."""
         west, south, east, north = box
-        surely = shapely.intersects(self.shapes, shapely.box(west + MARGIN, south + MARGIN,
-                                                             east - MARGIN, north - MARGIN))
-        maybe = shapely.intersects(self.shapes, shapely.box(west - MARGIN, south - MARGIN,
-                                                            east + MARGIN, north + MARGIN))
-        return ({k for k, s in zip(self.keys, surely, strict=True) if s},
-                {k for k, m in zip(self.keys, maybe, strict=True) if m})
+        surely = shapely.intersects(
+            self.shapes, shapely.box(west + MARGIN, south + MARGIN, east - MARGIN, north - MARGIN)
+        )
+        maybe = shapely.intersects(
+            self.shapes, shapely.box(west - MARGIN, south - MARGIN, east + MARGIN, north + MARGIN)
+        )
+        return (
+            {k for k, s in zip(self.keys, surely, strict=True) if s},
+            {k for k, m in zip(self.keys, maybe, strict=True) if m},
+        )
 
     def returned(self, box: tuple[float, float, float, float]) -> set[str]:
         body = self.client.get("/api/parcels", params={"bbox": ",".join(map(str, box))}).json()
@@ -64,22 +68,40 @@ def layers(staging: Staging, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     """The staging layer in the source's CRS, and the same county synced into three other CRSs."""
     settings = {SOURCE_SRID: staging.settings}
     for srid in SRIDS[1:]:
-        settings[srid] = Settings(source={"url": staging.settings.source.url},
-                                  output={"directory": tmp_path_factory.mktemp(f"epsg{srid}"), "target_srid": srid})
+        settings[srid] = Settings(
+            source={"url": staging.settings.source.url},
+            output={"directory": tmp_path_factory.mktemp(f"epsg{srid}"), "target_srid": srid},
+        )
         assert run_sync(settings[srid]).status == "succeeded"
     with ExitStack() as stack:
-        yield {srid: Layer(stack.enter_context(TestClient(create_app(layer_settings))),
-                           *_wgs84_parcels(layer_settings, srid))
-               for srid, layer_settings in settings.items()}
+        yield {
+            srid: Layer(
+                stack.enter_context(TestClient(create_app(layer_settings))), *_wgs84_parcels(layer_settings, srid)
+            )
+            for srid, layer_settings in settings.items()
+        }
 
 
-@pytest.mark.parametrize(("srid", "box"), [
-    (SOURCE_SRID, (-170, 46.9, -60, 70)),  # found nothing: its corners fell outside the CRS's area of use
-    (SOURCE_SRID, (100, -90, 180, 90)),  # found every parcel, half a world away
-    (32610, (-180, -90, 180, 90)),  # the whole world found nothing
-    *[(srid, box) for srid in SRIDS for box in [(-180, -90, 180, 90), (-180, 46.9, 90, 60), (-180, 46.96, 0, 90),
-                                                (-122.975, -90, 180, 90), (60, 40, 70, 50), (0, -90, 10, -80)]],
-])
+@pytest.mark.parametrize(
+    ("srid", "box"),
+    [
+        (SOURCE_SRID, (-170, 46.9, -60, 70)),  # found nothing: its corners fell outside the CRS's area of use
+        (SOURCE_SRID, (100, -90, 180, 90)),  # found every parcel, half a world away
+        (32610, (-180, -90, 180, 90)),  # the whole world found nothing
+        *[
+            (srid, box)
+            for srid in SRIDS
+            for box in [
+                (-180, -90, 180, 90),
+                (-180, 46.9, 90, 60),
+                (-180, 46.96, 0, 90),
+                (-122.975, -90, 180, 90),
+                (60, 40, 70, 50),
+                (0, -90, 10, -80),
+            ]
+        ],
+    ],
+)
 def test_a_box_far_wider_than_the_county_finds_the_parcels_in_it(
     layers: dict[int, Layer], srid: int, box: tuple[float, float, float, float]
 ) -> None:
@@ -112,18 +134,16 @@ def test_random_boxes_away_from_the_county_find_nothing(layers: dict[int, Layer]
 
 
 @pytest.mark.parametrize("srid", SRIDS)
-def test_random_boxes_over_the_county_find_exactly_the_parcels_in_them(
-    layers: dict[int, Layer], srid: int
-) -> None:
+def test_random_boxes_over_the_county_find_exactly_the_parcels_in_them(layers: dict[int, Layer], srid: int) -> None:
     layer, rng = layers[srid], random.Random(srid)
     west, south, east, north = _county(layer)
     cutting = 0  # boxes with some parcels in and some out
     for _ in range(40):
         # Sides from inside the county out to tens of degrees beyond it.
-        x1, x2 = sorted(rng.uniform(west, east) + rng.choice([0, -1, 1]) * 10 ** rng.uniform(-3, 1.5)
-                        for _ in range(2))
-        y1, y2 = sorted(rng.uniform(south, north) + rng.choice([0, -1, 1]) * 10 ** rng.uniform(-3, 1.5)
-                        for _ in range(2))
+        x1, x2 = sorted(rng.uniform(west, east) + rng.choice([0, -1, 1]) * 10 ** rng.uniform(-3, 1.5) for _ in range(2))
+        y1, y2 = sorted(
+            rng.uniform(south, north) + rng.choice([0, -1, 1]) * 10 ** rng.uniform(-3, 1.5) for _ in range(2)
+        )
         box = (max(x1, -180), max(y1, -90), min(x2, 180), min(y2, 90))
         surely, maybe = layer.expected(box)
         assert surely <= layer.returned(box) <= maybe, box

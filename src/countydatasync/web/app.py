@@ -77,12 +77,19 @@ def create_app(settings: Settings, sync_runner: SyncRunner | None = None) -> Fas
     async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
         # Starlette answers an unhandled error outside the middleware stack, so the headers are added here;
         # the error itself is re-raised to the server, which logs it.
-        return JSONResponse({"detail": "internal error; the server log has the details"}, status_code=500,
-                            headers=security_headers(settings.web))
+        return JSONResponse(
+            {"detail": "internal error; the server log has the details"},
+            status_code=500,
+            headers=security_headers(settings.web),
+        )
 
     if settings.web.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.web.cors_origins,
-                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.web.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     app.add_middleware(SecurityHeaders, web=settings.web)
     return app
 

@@ -41,17 +41,28 @@ def with_schedule(settings: Settings, every: str | None, cron: str | None) -> Se
 
 
 def serve(
-    config: Annotated[Path | None, typer.Option(
-        "--config", "-c", help="Settings file (default: $CDS_CONFIG or ./countydatasync.toml).")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Settings file (default: $CDS_CONFIG or ./countydatasync.toml)."),
+    ] = None,
     host: Annotated[str | None, typer.Option(help="Listen address (default: web.host, 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="TCP port (default: web.port, 8750).")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
-    every: Annotated[str | None, typer.Option(
-        "--every", help="Also sync in the background at this interval: 30s, 15m, 1h, 1d "
-        "(default: web.schedule_every).")] = None,
-    cron: Annotated[str | None, typer.Option(
-        "--cron", help="Also sync in the background on this cron schedule, server local time, "
-        "e.g. '*/15 * * * *' (default: web.schedule_cron).")] = None,
+    every: Annotated[
+        str | None,
+        typer.Option(
+            "--every",
+            help="Also sync in the background at this interval: 30s, 15m, 1h, 1d (default: web.schedule_every).",
+        ),
+    ] = None,
+    cron: Annotated[
+        str | None,
+        typer.Option(
+            "--cron",
+            help="Also sync in the background on this cron schedule, server local time, "
+            "e.g. '*/15 * * * *' (default: web.schedule_cron).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the dashboard, the parcel map and the REST API (docs at /docs); optionally sync on a schedule."""
     import uvicorn
@@ -68,8 +79,11 @@ def serve(
     bind_host = host or settings.web.host
     bind_port = port or settings.web.port
     if not _is_loopback(bind_host):
-        typer.echo(f"warning: listening on {bind_host}: other machines can reach the dashboard; keep it "
-                   "behind a firewall or a TLS reverse proxy", err=True)
+        typer.echo(
+            f"warning: listening on {bind_host}: other machines can reach the dashboard; keep it "
+            "behind a firewall or a TLS reverse proxy",
+            err=True,
+        )
     if settings.web.token is None:
         typer.echo("note: web.token is not set, so syncs cannot be started from the web", err=True)
     typer.echo(f"dashboard on http://{bind_host}:{bind_port}/  (API docs at /docs)")
@@ -80,5 +94,12 @@ def serve(
     freeze_startup_heap()
     # log_config=None: uvicorn's own set-up would give its loggers handlers of their own (stderr only),
     # past the rotating file and its redaction; without it they reach ours.
-    uvicorn.run(app, host=bind_host, port=bind_port, log_level=log_level, server_header=False,
-                proxy_headers=False, log_config=None)
+    uvicorn.run(
+        app,
+        host=bind_host,
+        port=bind_port,
+        log_level=log_level,
+        server_header=False,
+        proxy_headers=False,
+        log_config=None,
+    )

@@ -11,6 +11,7 @@ JSON string: building 2,000 nested pydantic models would cost more than the quer
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sqlite3
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from pyproj import CRS, Transformer
 
 from countydatasync.web.staging import q
 
+log = logging.getLogger(__name__)
 WGS84 = "EPSG:4326"
 STATUSES = ("synced", "pending", "error")
 # Bytes of the GeoPackage header envelope by the envelope code in flag bits 1-3.
@@ -80,8 +82,9 @@ def layer_info(con: sqlite3.Connection, schema: str, layer: str) -> LayerInfo:
 
 def layer_extent_wgs84(con: sqlite3.Connection, schema: str, layer: str) -> tuple[float, ...] | None:
     """The layer's extent from gpkg_contents as (west, south, east, north), or None for an empty layer."""
-    row = con.execute(f"SELECT min_x, min_y, max_x, max_y FROM {schema}.gpkg_contents WHERE table_name = ?",
-                      (layer,)).fetchone()
+    row = con.execute(
+        f"SELECT min_x, min_y, max_x, max_y FROM {schema}.gpkg_contents WHERE table_name = ?", (layer,)
+    ).fetchone()
     if row is None or any(v is None for v in row):
         return None
     info = layer_info(con, schema, layer)
@@ -96,8 +99,9 @@ def _lonlat_box(west: float, south: float, east: float, north: float) -> shapely
     return shapely.union(shapely.box(west, south, 180.0, north), shapely.box(-180.0, south, east, north))
 
 
-def search_area(crs: CRS, bbox: tuple[float, float, float, float],
-                layer_extent: tuple[float, ...] | None) -> shapely.Geometry | None:
+def search_area(
+    crs: CRS, bbox: tuple[float, float, float, float], layer_extent: tuple[float, ...] | None
+) -> shapely.Geometry | None:
     """The WGS84 `bbox` as an area in `crs`, or None when no feature of the layer can be in it.
 
     Points far from a CRS's area of use project to nonsense (a box over Asia lands on a Washington county in
@@ -124,7 +128,7 @@ def wkb_from_blob(blob: bytes) -> bytes:
     code = (blob[3] >> 1) & 0b111
     if code not in _ENVELOPE_BYTES:
         raise GeometryBlobError(f"invalid envelope code {code} in GeoPackage geometry header")
-    return blob[8 + _ENVELOPE_BYTES[code]:]
+    return blob[8 + _ENVELOPE_BYTES[code] :]
 
 
 def tolerance_for_zoom(zoom: int | None, latitude: float, crs: CRS) -> float:
@@ -170,6 +174,22 @@ def _feature_sql(layer: str, key_name: str, filtered: int) -> str:
     )
 
 
+def _wkb_or_none(blob: bytes) -> bytes | None:
+    try:
+        return wkb_from_blob(blob)
+    except GeometryBlobError:
+        return None
+
+
+def decode_blobs(blobs: Sequence[bytes]) -> np.ndarray:
+    """The geometries of GeoPackage blobs, None for a blob that holds none (another tool wrote it, or the file
+    is damaged): one such parcel must not fail every map request over its neighbourhood."""
+    shapes = shapely.from_wkb([_wkb_or_none(blob) for blob in blobs], on_invalid="ignore")
+    if (unreadable := int(shapely.is_missing(shapes).sum())) > 0:
+        log.warning("%d parcel geometries in the geo DB are not GeoPackage geometries; not drawn", unreadable)
+    return shapes
+
+
 def _rows_meeting(cursor: sqlite3.Cursor, area: shapely.Geometry, limit: int) -> tuple[list[Any], np.ndarray]:
     """The first `limit` candidate rows whose geometry meets `area` (the R-tree only knows envelopes), with
     their geometries."""
@@ -177,15 +197,14 @@ def _rows_meeting(cursor: sqlite3.Cursor, area: shapely.Geometry, limit: int) ->
     rows: list[Any] = []
     geoms = [np.empty(0, dtype=object)]
     while len(rows) < limit and (chunk := cursor.fetchmany(FETCH_ROWS)):
-        shapes = shapely.from_wkb([wkb_from_blob(row[1]) for row in chunk])
-        meets = shapely.intersects(area, shapes)
+        shapes = decode_blobs([row[1] for row in chunk])
+        meets = shapely.intersects(area, shapes)  # False for a missing geometry
         rows += [row for row, keep in zip(chunk, meets, strict=True) if keep]
         geoms.append(shapes[meets])
     return rows[:limit], np.concatenate(geoms)[:limit]
 
 
-def query_viewport(con: sqlite3.Connection, layer: str, key_name: str,
-                   query: ViewportQuery) -> ViewportResult:
+def query_viewport(con: sqlite3.Connection, layer: str, key_name: str, query: ViewportQuery) -> ViewportResult:
     """Features of the viewport as GeoJSON Feature objects (properties: key and status).
 
     `con` has the working DB as main and the geo DB attached as `geo`. At most `query.cap` features are

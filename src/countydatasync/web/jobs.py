@@ -72,8 +72,9 @@ class SyncJob:
                 raise SyncBusy("a sync is already running; wait for it to finish")
             self.started_at, self.finished_at = datetime.now(UTC), None
             self.full, self.trigger, self.run_id, self.outcome, self.message = full, trigger, None, None, None
-            self._thread = threading.Thread(target=self._run, args=(settings, full, trigger),
-                                            name=f"{trigger}-sync", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, args=(settings, full, trigger), name=f"{trigger}-sync", daemon=True
+            )
             self._thread.start()
 
     def wait(self, timeout: float | None = None) -> bool:

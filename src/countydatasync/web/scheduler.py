@@ -32,8 +32,9 @@ def _utc_now() -> datetime:
 class Scheduler:
     """Starts a sync through `job` at every due time of `schedule`, from `start()` until `stop()`."""
 
-    def __init__(self, settings: Settings, job: SyncJob, schedule: Schedule,
-                 clock: Callable[[], datetime] = _utc_now) -> None:
+    def __init__(
+        self, settings: Settings, job: SyncJob, schedule: Schedule, clock: Callable[[], datetime] = _utc_now
+    ) -> None:
         self.settings, self.job, self.schedule = settings, job, schedule
         self._clock = clock
         self._stop = threading.Event()

@@ -11,9 +11,9 @@ AttributeValue = str | int | float | None
 
 
 class Health(BaseModel):
-    status: Literal["ok", "degraded"] = Field(description="'degraded' when a staging database is missing.")
+    status: Literal["ok", "degraded"] = Field(description="'degraded' when a staging database is missing or empty.")
     version: str
-    databases: dict[str, bool] = Field(description="Whether each staging database exists.")
+    databases: dict[str, bool] = Field(description="Whether each staging database exists and is not empty.")
     sync_running: bool
 
 
@@ -161,7 +161,8 @@ class SyncRequest(BaseModel):
 class SyncState(BaseModel):
     running: bool
     trigger: Literal["web", "schedule"] | None = Field(
-        description="Who started the last sync: the web (POST /api/sync) or the schedule.")
+        description="Who started the last sync: the web (POST /api/sync) or the schedule."
+    )
     started_at: str | None
     finished_at: str | None
     full: bool | None
@@ -179,7 +180,8 @@ class ScheduleState(BaseModel):
     last_tick: str | None = Field(description="When the schedule last came due.")
     last_outcome: Literal["started", "skipped", "error"] | None = Field(
         description="What the last tick did: started a sync, skipped because one was running, or failed to "
-        "start one (see the log).")
+        "start one (see the log)."
+    )
     started: int = Field(description="Syncs the schedule started since the server started.")
     skipped: int = Field(description="Ticks skipped because a sync was running here or in another process.")
 

@@ -30,28 +30,47 @@ def require_token(
     start a sync from the web).
     """
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a bearer token is required",
-                            headers={"WWW-Authenticate": "Bearer"})
-    expected = settings.web.token.get_secret_value() if settings.web.token else ""
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+        )
+    # HTTP drops the whitespace around a header value, so a token configured with some (a trailing space
+    # that Windows `set` keeps, a newline from a file) could never match: it is compared without it.
+    expected = settings.web.token.get_secret_value().strip() if settings.web.token else ""
     if not expected:
-        raise HTTPException(status.HTTP_403_FORBIDDEN,
-                            "starting syncs from the web is disabled: set web.token")
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "starting syncs from the web is disabled: set web.token")
     if not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "invalid token")
+
+
+def tile_source(template: str) -> str:
+    """The basemap's tile host as a CSP source. CSP allows a wildcard only as the whole leftmost label, so
+    the labels up to the last placeholder ({s} subdomains) become one: https://{s}.tiles.example and
+    https://tiles-{s}.example.net -> https://*.tiles.example and https://*.example.net."""
+    parts = urlsplit(template)
+    labels = parts.netloc.split(".")
+    templated = [i for i, label in enumerate(labels) if "{" in label]
+    host = ".".join(["*", *labels[templated[-1] + 1 :]]) if templated else parts.netloc
+    return f"{parts.scheme}://{host}"
 
 
 def content_security_policy(web: WebSettings) -> str:
     """Only our own scripts and styles; images also from the basemap's tile host when one is set."""
     images = ["'self'", "data:"]
     if web.basemap_url:
-        parts = urlsplit(web.basemap_url)
-        # A {s} subdomain placeholder becomes a wildcard: https://{s}.tiles.example -> https://*.tiles.example
-        images.append(f"{parts.scheme}://{parts.netloc.replace('{s}', '*')}")
-    return "; ".join([
-        "default-src 'none'", "script-src 'self'", "style-src 'self'", f"img-src {' '.join(images)}",
-        "connect-src 'self'", "font-src 'self'", "base-uri 'none'", "form-action 'none'",
-        "frame-ancestors 'none'",
-    ])
+        images.append(tile_source(web.basemap_url))
+    return "; ".join(
+        [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            f"img-src {' '.join(images)}",
+            "connect-src 'self'",
+            "font-src 'self'",
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'none'",
+        ]
+    )
 
 
 def security_headers(web: WebSettings) -> dict[str, str]:
@@ -80,8 +99,7 @@ class SecurityHeaders:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 names = {name.lower() for name, _ in message.get("headers", [])}
-                message["headers"] = [*message.get("headers", []),
-                                      *(h for h in self.headers if h[0] not in names)]
+                message["headers"] = [*message.get("headers", []), *(h for h in self.headers if h[0] not in names)]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

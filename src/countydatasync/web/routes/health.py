@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from countydatasync import __version__
 from countydatasync.web.deps import SettingsDep, SyncJobDep
 from countydatasync.web.schemas import Health
+from countydatasync.web.staging import is_published
 
 router = APIRouter(tags=["health"])
 
@@ -14,7 +15,14 @@ router = APIRouter(tags=["health"])
 @router.get("/api/health", response_model=Health, summary="Service health")
 def health(settings: SettingsDep, job: SyncJobDep) -> Health:
     out = settings.output
-    databases = {"geo": out.geo_path.is_file(), "stats": out.stats_path.is_file(),
-                 "working": out.working_path.is_file()}
-    return Health(status="ok" if all(databases.values()) else "degraded", version=__version__,
-                  databases=databases, sync_running=job.busy(settings))
+    databases = {
+        "geo": is_published(out.geo_path),
+        "stats": is_published(out.stats_path),
+        "working": is_published(out.working_path),
+    }
+    return Health(
+        status="ok" if all(databases.values()) else "degraded",
+        version=__version__,
+        databases=databases,
+        sync_running=job.busy(settings),
+    )

@@ -56,5 +56,10 @@ def map_config(settings: SettingsDep) -> MapConfig:
     except StagingUnavailable:
         pass  # the map still opens; it says there is nothing to show yet
     web = settings.web
-    return MapConfig(basemap_url=web.basemap_url, basemap_attribution=web.basemap_attribution,
-                     feature_cap=web.feature_cap, extent=extent, key_name=settings.source.key_name)
+    return MapConfig(
+        basemap_url=web.basemap_url,
+        basemap_attribution=web.basemap_attribution,
+        feature_cap=web.feature_cap,
+        extent=extent,
+        key_name=settings.source.key_name,
+    )

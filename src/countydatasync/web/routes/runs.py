@@ -22,8 +22,9 @@ def _run(row: tuple) -> Run:
     return Run(**dict(zip(RUN_FIELDS, row, strict=True)))
 
 
-@router.get("/api/runs", response_model=RunPage, summary="Run history, newest first",
-            responses={503: {"model": Problem}})
+@router.get(
+    "/api/runs", response_model=RunPage, summary="Run history, newest first", responses={503: {"model": Problem}}
+)
 def list_runs(
     settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -37,8 +38,12 @@ def list_runs(
     return RunPage(total=total, items=[_run(r) for r in rows])
 
 
-@router.get("/api/runs/{run_id}", response_model=RunDetail, summary="One run with its counts and errors",
-            responses={404: {"model": Problem}, 503: {"model": Problem}})
+@router.get(
+    "/api/runs/{run_id}",
+    response_model=RunDetail,
+    summary="One run with its counts and errors",
+    responses={404: {"model": Problem}, 503: {"model": Problem}},
+)
 def get_run(settings: SettingsDep, run_id: Annotated[int, Path(ge=1, le=2**62)]) -> RunDetail:
     out = settings.output
     with open_readonly(out.stats_path) as con:
@@ -46,8 +51,12 @@ def get_run(settings: SettingsDep, run_id: Annotated[int, Path(ge=1, le=2**62)])
     if row is None:
         raise HTTPException(404, f"no run {run_id}")
     with open_readonly(out.working_path) as con:
-        counts = [ReasonCount(reason=r, severity=s, count=n) for r, s, n in con.execute(
-            "SELECT reason, severity, count(*) FROM errors WHERE run_id = ? GROUP BY 1, 2 ORDER BY 3 DESC",
-            (run_id,))]
+        counts = [
+            ReasonCount(reason=r, severity=s, count=n)
+            for r, s, n in con.execute(
+                "SELECT reason, severity, count(*) FROM errors WHERE run_id = ? GROUP BY 1, 2 ORDER BY 3 DESC",
+                (run_id,),
+            )
+        ]
         errors = error_rows(con, settings.source.key_name, " WHERE run_id = ?", [run_id], RUN_ERRORS_SHOWN)
     return RunDetail(run=_run(row), error_counts=counts, errors=errors)

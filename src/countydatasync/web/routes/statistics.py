@@ -14,8 +14,12 @@ from countydatasync.web.staging import has_table, open_readonly, q
 router = APIRouter(tags=["statistics"])
 
 
-@router.get("/api/statistics", response_model=Statistics, summary="Aggregates over synced parcels",
-            responses={503: {"model": Problem}})
+@router.get(
+    "/api/statistics",
+    response_model=Statistics,
+    summary="Aggregates over synced parcels",
+    responses={503: {"model": Problem}},
+)
 def statistics(
     settings: SettingsDep,
     dimension: Annotated[str | None, Query(max_length=64, description="One dimension only.")] = None,
@@ -30,21 +34,33 @@ def statistics(
         where, params = (" WHERE dimension = ?", [dimension]) if dimension is not None else ("", [])
         rows = con.execute(
             f"SELECT dimension, value, parcel_count{', ' + select if select else ''} FROM aggregates{where} "
-            "ORDER BY dimension, parcel_count DESC, value", params).fetchall()
+            "ORDER BY dimension, parcel_count DESC, value",
+            params,
+        ).fetchall()
         dimensions = [r[0] for r in con.execute("SELECT DISTINCT dimension FROM aggregates ORDER BY 1")]
     groups = []
     for row in rows:
         values = row[3:]
-        groups.append(AggregateGroup(
-            dimension=row[0], value=row[1], parcel_count=row[2],
-            measures={m: MeasureStats(sum=values[3 * i], count=values[3 * i + 1], mean=values[3 * i + 2])
-                      for i, m in enumerate(measures)},
-        ))
+        groups.append(
+            AggregateGroup(
+                dimension=row[0],
+                value=row[1],
+                parcel_count=row[2],
+                measures={
+                    m: MeasureStats(sum=values[3 * i], count=values[3 * i + 1], mean=values[3 * i + 2])
+                    for i, m in enumerate(measures)
+                },
+            )
+        )
     return Statistics(dimensions=dimensions, measures=measures, groups=groups)
 
 
-@router.get("/api/statistics/status", response_model=StatusCounts, summary="Parcels by sync status",
-            responses={503: {"model": Problem}})
+@router.get(
+    "/api/statistics/status",
+    response_model=StatusCounts,
+    summary="Parcels by sync status",
+    responses={503: {"model": Problem}},
+)
 def status_counts(settings: SettingsDep) -> StatusCounts:
     counts = dict.fromkeys(STATUSES, 0)
     on_map = dict.fromkeys(STATUSES, 0)
@@ -54,7 +70,9 @@ def status_counts(settings: SettingsDep) -> StatusCounts:
         for status, n in con.execute("SELECT sync_status, count(*) FROM parcels GROUP BY 1"):
             counts[status] = n
         on_map["synced"] = counts["synced"]
-        for status, n in con.execute("SELECT sync_status, count(*) FROM parcels WHERE sync_status IN "
-                                     "('pending', 'error') AND in_geo = 1 GROUP BY 1"):
+        for status, n in con.execute(
+            "SELECT sync_status, count(*) FROM parcels WHERE sync_status IN "
+            "('pending', 'error') AND in_geo = 1 GROUP BY 1"
+        ):
             on_map[status] = n
     return StatusCounts(total=sum(counts.values()), counts=counts, on_map=on_map)

@@ -16,20 +16,33 @@ router = APIRouter(tags=["sync"])
 
 def _state(job: SyncJob) -> SyncState:
     return SyncState(
-        running=job.running, trigger=job.trigger, started_at=job.started_at.isoformat() if job.started_at else None,
-        finished_at=job.finished_at.isoformat() if job.finished_at else None, full=job.full,
-        run_id=job.run_id, outcome=job.outcome, message=job.message,
+        running=job.running,
+        trigger=job.trigger,
+        started_at=job.started_at.isoformat() if job.started_at else None,
+        finished_at=job.finished_at.isoformat() if job.finished_at else None,
+        full=job.full,
+        run_id=job.run_id,
+        outcome=job.outcome,
+        message=job.message,
     )
 
 
 @router.post(
-    "/api/sync", response_model=SyncState, status_code=status.HTTP_202_ACCEPTED,
-    summary="Start a sync in the background", dependencies=[Depends(require_token)],
-    responses={400: {"model": Problem, "description": "The body is not JSON"}, 401: {"model": Problem},
-               403: {"model": Problem}, 409: {"model": Problem}},
+    "/api/sync",
+    response_model=SyncState,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Start a sync in the background",
+    dependencies=[Depends(require_token)],
+    responses={
+        400: {"model": Problem, "description": "The body is not JSON"},
+        401: {"model": Problem},
+        403: {"model": Problem},
+        409: {"model": Problem},
+    },
 )
-def start_sync(settings: SettingsDep, job: SyncJobDep,
-               request: Annotated[SyncRequest | None, Body()] = None) -> SyncState:
+def start_sync(
+    settings: SettingsDep, job: SyncJobDep, request: Annotated[SyncRequest | None, Body()] = None
+) -> SyncState:
     try:
         job.start(settings, full=bool(request and request.full))
     except SyncBusy as exc:

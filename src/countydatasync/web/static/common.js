@@ -37,6 +37,11 @@ window.cds = (function () {
     return String(value);
   }
 
+  // A parcel's value as the working DB holds it: a year built of 1987 is not "1,987", acres keep every digit.
+  function asStored(value) {
+    return value === null || value === undefined || value === "" ? "—" : String(value);
+  }
+
   function when(iso) {
     if (!iso) return "—";
     const date = new Date(iso);
@@ -59,5 +64,5 @@ window.cds = (function () {
     return target;
   }
 
-  return { el, getJSON, fmt, when, table, replace };
+  return { el, getJSON, fmt, asStored, when, table, replace };
 })();

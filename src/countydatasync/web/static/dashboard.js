@@ -78,12 +78,14 @@
     replace("statistics", groups.length ? table(columns, groups) : el("p", { text: "No statistics yet." }));
   }
 
+  // Reloaded after every sync: the dimension the user chose stays chosen.
   async function loadStatistics() {
     try {
       statistics = await getJSON("/api/statistics");
       const select = document.getElementById("dimension");
+      const chosen = select.value;
       select.replaceChildren(...statistics.dimensions.map(d => el("option", { value: d, text: d })));
-      select.addEventListener("change", showStatistics);
+      if (statistics.dimensions.includes(chosen)) select.value = chosen;
       showStatistics();
     } catch (error) { failed("statistics", error); }
   }
@@ -132,5 +134,6 @@
   }
 
   document.getElementById("sync-form").addEventListener("submit", startSync);
+  document.getElementById("dimension").addEventListener("change", showStatistics);
   runs(); statusCounts(); loadStatistics(); schedule();
 })();

@@ -3,7 +3,9 @@
 "use strict";
 
 (function () {
-  const { el, getJSON, fmt } = window.cds;
+  const { el, getJSON, fmt, asStored } = window.cds;
+  // The API simplifies for zoom 0 to 24; closer than 20 (a tenth of a metre per pixel) shows nothing more.
+  const MAX_ZOOM = 20;
   const COLORS = { synced: "#1a9641", pending: "#e6b800", error: "#d7191c" };
   const LABELS = { synced: "Synced", pending: "Pending", error: "Error" };
   const mapNode = document.getElementById("map");
@@ -18,7 +20,7 @@
   }
 
   function row(label, value) {
-    return el("tr", {}, [el("th", { text: label, scope: "row" }), el("td", { text: fmt(value) })]);
+    return el("tr", {}, [el("th", { text: label, scope: "row" }), el("td", { text: asStored(value) })]);
   }
 
   async function showPopup(feature, target) {
@@ -48,19 +50,28 @@
              className: "parcel parcel-" + feature.properties.status };
   }
 
+  // The viewport within the world as the API's bbox, or null when it shows none of it (the map panned past
+  // the antimeridian or a pole: Leaflet allows that, the API wants west < east and south < north).
+  function viewBox() {
+    const bounds = map.getBounds();
+    const [west, south, east, north] = [Math.max(bounds.getWest(), -180), Math.max(bounds.getSouth(), -90),
+      Math.min(bounds.getEast(), 180), Math.min(bounds.getNorth(), 90)].map(v => v.toFixed(6));
+    return Number(west) < Number(east) && Number(south) < Number(north) ? [west, south, east, north] : null;
+  }
+
+  function showNothing(text) {
+    layer.clearLayers();
+    note(text);
+    mapNode.dataset.features = "0";
+    mapNode.dataset.state = "loaded";
+  }
+
   async function load() {
     const statuses = checkedStatuses();
-    const bounds = map.getBounds();
-    const bbox = [Math.max(bounds.getWest(), -180), Math.max(bounds.getSouth(), -90),
-                  Math.min(bounds.getEast(), 180), Math.min(bounds.getNorth(), 90)].map(v => v.toFixed(6));
+    const bbox = viewBox();
     if (inflight) inflight.abort();
-    if (!statuses.length) {
-      layer.clearLayers();
-      note("No status selected.");
-      mapNode.dataset.features = "0";
-      mapNode.dataset.state = "loaded";
-      return;
-    }
+    if (!statuses.length) { showNothing("No status selected."); return; }
+    if (!bbox) { showNothing("Nothing to show here: the map is off the world."); return; }
     const params = new URLSearchParams({ bbox: bbox.join(","), zoom: String(Math.round(map.getZoom())) });
     statuses.forEach(s => params.append("status", s));
     inflight = new AbortController();
@@ -104,9 +115,10 @@
 
   async function start() {
     config = await getJSON("/api/map-config");
-    map = L.map(mapNode, { attributionControl: false, preferCanvas: false });
+    // Without a basemap Leaflet sets no zoom limit, and past 24 the API refuses the zoom.
+    map = L.map(mapNode, { attributionControl: false, preferCanvas: false, maxZoom: MAX_ZOOM });
     if (config.basemap_url) {
-      L.tileLayer(config.basemap_url, { maxZoom: 20 }).addTo(map);
+      L.tileLayer(config.basemap_url, { maxZoom: MAX_ZOOM }).addTo(map);
       document.getElementById("attribution").textContent = config.basemap_attribution;
     }
     layer = L.geoJSON(null, {
