@@ -313,3 +313,16 @@ def test_a_source_that_cannot_be_opened_is_a_recorded_failed_run(tmp_path: Path,
     record = json.loads(records[0])
     assert record["status"] == "failed" and "no such county.sqlite" in record["source"]
     assert record["message"]
+
+
+def test_a_failed_first_run_leaves_no_empty_databases(tmp_path: Path, make_settings) -> None:
+    """The run opened (so created) the staging files before finding the table missing; empty files read as
+    databases without tables, to the dashboard and to desktop GIS alike."""
+    source = tmp_path / "county.sqlite"
+    sqlite3.connect(source).execute("CREATE TABLE OtherTable (x)").connection.close()
+    settings = make_settings(source)
+    with pytest.raises(CountyDataSyncError):
+        run_sync(settings)
+    out = settings.output
+    assert not any(p.exists() for p in (out.geo_path, out.stats_path, out.working_path))
+    assert (out.directory / "failed_runs.jsonl").is_file()

@@ -142,10 +142,11 @@ class _Run:
                 tx.close()
             if source is not None:
                 source.close()
-            if self.dry_run:
-                for path, was in existed.items():
-                    if not was and path.is_file() and path.stat().st_size == 0:
-                        path.unlink()
+            # Files this run created and left empty (a dry run, a failed first run): readers would take an empty
+            # file for a database without tables.
+            for path, was in existed.items():
+                if not was and path.is_file() and path.stat().st_size == 0:
+                    path.unlink()
 
     # --- schema --------------------------------------------------------------------------------------
     def _fingerprint(self) -> str:
