@@ -176,3 +176,12 @@ def test_an_empty_value_means_none_where_a_setting_may_be_empty(
     with pytest.raises(ConfigError, match="output.layer"):  # a setting that may not be empty still may not
         config.write_text('[output]\nlayer = ""\n')
         load_settings(config, env_file=None)
+
+
+def test_a_settings_file_with_a_byte_order_mark_and_crlf_line_ends_reads(tmp_path: Path) -> None:
+    """Windows editors (Notepad before 2019, PowerShell 5's Out-File -Encoding utf8) start a UTF-8 file
+    with a byte order mark, which TOML does not allow: the file failed as 'Invalid statement'."""
+    config = tmp_path / "county.toml"
+    config.write_bytes(b'\xef\xbb\xbf[source]\r\ntable = "Parcels"\r\n\r\n[alerts]\r\nto = ["gis@county.local"]\r\n')
+    settings = load_settings(config, env_file=None)
+    assert settings.source.table == "Parcels" and settings.alerts.to == ["gis@county.local"]

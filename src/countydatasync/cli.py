@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-from collections.abc import Iterator
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy import URL
 
 from countydatasync import __version__
@@ -28,9 +31,12 @@ from countydatasync.web.commands import serve
 app = typer.Typer(
     help="Keep staging copies of a county's MasterParcels table in sync.", no_args_is_help=True, add_completion=False
 )
-console = Console()
-err = Console(stderr=True, soft_wrap=True)
-log = logging.getLogger(__name__)
+# What is printed is data (paths, parcel keys, driver messages), never markup or emoji codes: "[/b]" in a
+# folder name made Rich raise after the run had published. soft_wrap: a long path stays on one line in
+# cron mail and redirected output instead of being cut at 80 columns.
+console = Console(markup=False, emoji=False, soft_wrap=True)
+err = Console(stderr=True, markup=False, emoji=False, soft_wrap=True)
+log = logging.getLogger("countydatasync.cli")  # not __name__: that is "__main__" under `python -m`
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="Settings file (default: $CDS_CONFIG or ./countydatasync.toml).")
@@ -52,6 +58,11 @@ def main(
     """CountyDataSync: MasterParcels -> GeoPackage, stats DB and working DB."""
 
 
+def _error(message: str) -> None:
+    """`error: message` on stderr, the message as written ("pip install 'countydatasync[mssql]'")."""
+    err.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
+
+
 @contextmanager
 def _errors() -> Iterator[None]:
     """Library errors, and the file system's (a staging folder that is a file, a full disk), become a
@@ -59,8 +70,7 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except (CountyDataSyncError, OSError) as exc:
-        # escape(): a message is text, not markup ("pip install 'countydatasync[mssql]'" lost its brackets).
-        err.print(f"[bold red]error:[/] {escape(redact(str(exc)))}", markup=True, highlight=False)
+        _error(redact(str(exc)))
         raise typer.Exit(1) from None
 
 
@@ -69,13 +79,86 @@ def _settings(config: Path | None) -> Settings:
         return load_settings(config)
 
 
+class Stopped(KeyboardInterrupt):
+    """A run ended by SIGTERM (a service manager stopping it, a shutdown) or SIGINT (Ctrl-C). Like Ctrl-C's
+    KeyboardInterrupt it is no failure to e-mail about; the run rolls back as after any error."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+
+class _StopRequests:
+    """SIGINT and SIGTERM during a run, noted by the handler and acted on at the run's next progress report,
+    between batches. Raised inside the handler, the exception could land in pyarrow or SQLite code that
+    turns it into an error of its own; SIGTERM's default ended the process without a rollback, a word in the
+    log or a failed-run record, leaving hot journals behind. A second signal stops at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._pid = os.getpid()
+
+    def handle(self, signum: int, frame: object) -> None:
+        if os.getpid() != self._pid:  # a forked extract process inherits this: it ends as it did before
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        if self.signum is not None:
+            raise Stopped(signum)
+        self.signum = signum
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise Stopped(self.signum)
+
+
 @contextmanager
-def _progress() -> Iterator[object]:
+def _stop_requests() -> Iterator[_StopRequests]:
+    """Note SIGTERM and SIGINT for the duration of the block (a SIGINT the caller ignores, as `nohup` and a
+    shell's background jobs do, stays ignored)."""
+    requests = _StopRequests()
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield requests
+        return
+    signals = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) != signal.SIG_IGN]
+    previous = {s: signal.signal(s, requests.handle) for s in signals}
+    try:
+        yield requests
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _stop_text(exc: KeyboardInterrupt) -> str:
+    if isinstance(exc, Stopped) and exc.signum != signal.SIGINT:
+        return f"stopped ({signal.Signals(exc.signum).name})"
+    return "interrupted (SIGINT)"
+
+
+@contextmanager
+def _ends_cleanly_when_stopped(what: str, outcome: str) -> Iterator[None]:
+    """A stopped `what` is one line and exit code 128 + the signal (130 for SIGINT, 143 for SIGTERM), as
+    shells and service managers report it, instead of Typer's silent 130 or a death by SIGTERM."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        _error(f"{what} {_stop_text(exc)}: {outcome}")
+        signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+        raise typer.Exit(128 + signum) from None
+
+
+@contextmanager
+def _progress(check: Callable[[], None] = lambda: None) -> Iterator[object]:
+    """A progress callback for the run: a bar on a terminal, nothing elsewhere; `check` is called at each
+    report (it raises Stopped after a signal)."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
         tasks: dict[str, int] = {}
 
         def update(stage: str, done: int, total: int | None) -> None:
+            check()
             if stage not in tasks:
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)
@@ -89,10 +172,8 @@ def _summary(result: RunResult) -> Table:
     table.add_column("parcels", justify="right")
     for name in ("extracted", "inserted", "updated", "unchanged", "rejected", "deleted", "repaired"):
         table.add_row(name, f"{getattr(result, name):,}")
-    table.add_row(
-        "loaded + rejected",
-        f"{result.loaded + result.rejected:,}" + ("" if result.reconciles else "  [red](does not reconcile!)[/]"),
-    )
+    warning = Text("" if result.reconciles else "  (does not reconcile!)", style="red")
+    table.add_row("loaded + rejected", Text(f"{result.loaded + result.rejected:,}") + warning)
     return table
 
 
@@ -125,12 +206,25 @@ def _run(settings: Settings, full: bool = False, dry_run: bool = False) -> RunRe
             if not dry_run:
                 notify_run(settings, None, exc)
             raise
-    with _errors(), _progress() as progress:
-        return run_and_notify(
-            settings,
-            lambda: run_sync(settings, full=full, dry_run=dry_run, progress=progress),  # type: ignore[arg-type]
-            alert=not dry_run,
-        )
+    with _errors(), _stop_requests() as stops, _progress(stops.check) as progress:
+
+        def run() -> RunResult:
+            try:
+                return run_sync(settings, full=full, dry_run=dry_run, progress=progress)  # type: ignore[arg-type]
+            except Exception as exc:
+                # What a stop broke is no failure: systemd's SIGTERM also ends the extract process.
+                if stops.signum is not None:
+                    raise Stopped(stops.signum) from exc
+                raise
+
+        try:
+            return run_and_notify(settings, run, alert=not dry_run)
+        except KeyboardInterrupt as exc:
+            log.error("sync %s: nothing was published", _stop_text(exc))
+            raise
+
+
+SYNC_STOPPED = "nothing was published; the staging databases keep the last good run"
 
 
 @app.command()
@@ -140,7 +234,10 @@ def sync(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change; write nothing.")] = False,
 ) -> None:
     """Sync the staging databases with the source (only what changed, unless --full)."""
-    _report(_run(_settings(config), full=full, dry_run=dry_run))
+    settings = _settings(config)
+    with _ends_cleanly_when_stopped("sync", SYNC_STOPPED):
+        result = _run(settings, full=full, dry_run=dry_run)
+    _report(result)
 
 
 @app.command()
@@ -149,7 +246,8 @@ def status(config: ConfigOption = None) -> None:
     from countydatasync.sync.status import mark_pending
 
     settings = _settings(config)
-    with _errors(), _progress() as progress:
+    stopped = _ends_cleanly_when_stopped("status", "no parcel was marked pending")
+    with stopped, _errors(), _stop_requests() as stops, _progress(stops.check) as progress:
         result = mark_pending(settings, progress)  # type: ignore[arg-type]
     console.print(
         f"pending: {result.inserted:,} new, {result.updated:,} changed, {result.deleted:,} deleted; "
@@ -164,7 +262,7 @@ def init(
 ) -> None:
     """Write a commented settings file with every option and its default."""
     if path.exists() and not force:
-        err.print(f"[bold red]error:[/] {path} exists; use --force to overwrite it")
+        _error(f"{path} exists; use --force to overwrite it")
         raise typer.Exit(1)
     with _errors():
         path.write_text(settings_template(), encoding="utf-8")
@@ -200,7 +298,9 @@ def demo(
             write_sample_county(source, SampleCounty(parcels=parcels))
     url = URL.create("sqlite", database=str(source)).render_as_string()  # escapes '%', '?' and '#' in the path
     settings = Settings(source={"url": url}, output={"directory": directory / "staging"})
-    _report(_run(settings))
+    with _ends_cleanly_when_stopped("demo", SYNC_STOPPED):
+        result = _run(settings)
+    _report(result)
 
 
 app.command()(serve)  # the dashboard and REST API live in countydatasync.web

@@ -7,11 +7,16 @@ The defaults describe the bundled sample county, so `countydatasync demo` needs 
 
 from __future__ import annotations
 
+import codecs
+import json
 import os
 import re
+import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args, get_origin
 
+from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -379,6 +384,15 @@ class AlertSettings(SettingsSection):
         return bool(self.smtp_host and self.to)
 
 
+class _TomlFile(TomlConfigSettingsSource):
+    """The settings file, read as TOML after a UTF-8 byte order mark: Windows editors (Notepad before 2019,
+    PowerShell 5's `Out-File -Encoding utf8`) start files with one, and TOML does not allow it."""
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        data = Path(file_path).read_bytes().removeprefix(codecs.BOM_UTF8)
+        return tomllib.loads(data.decode("utf-8"))
+
+
 def _same_names(names: list[str]) -> list[list[str]]:
     """The names given more than once, in groups of those SQLite takes for one (it ignores case)."""
     groups: dict[str, list[str]] = {}
@@ -464,7 +478,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, dotenv_settings, TomlConfigSettingsSource(settings_cls))
+        return (init_settings, env_settings, dotenv_settings, _TomlFile(settings_cls))
 
     def column_type(self, name: str) -> ColumnType:
         """Type of a carried column by output name."""
@@ -472,6 +486,70 @@ class Settings(BaseSettings):
             if column.name == name:
                 return column.type
         raise KeyError(name)
+
+
+def _is_list(annotation: object) -> bool:
+    return get_origin(annotation) is list
+
+
+def _misnamed(variable: str) -> str | None:
+    """What is wrong with a CDS_ variable that names no setting, or None when it is one or is not meant as
+    one (CDS_CONFIG, a test's CDS_TEST_PG_URL). pydantic-settings ignores such a variable, so without this
+    `CDS_OUTPUT_DIRECTORY=/srv/staging` left the staging folder where the file or the default puts it."""
+    name = variable.upper().removeprefix("CDS_")
+    sections = Settings.model_fields
+    if "__" in name:
+        section = name.split("__", 1)[0].lower()
+        return None if section in sections else f"no settings section {section!r} ({', '.join(sections)})"
+    for section in sections:
+        if name.lower().startswith(section + "_"):
+            field = name[len(section) + 1 :]
+            return f"two underscores between section and field: CDS_{section.upper()}__{field}"
+    return None
+
+
+def _undecodable_list(variable: str, value: str | None) -> bool:
+    """True when `variable` sets a list setting (alerts.to, stats.dimensions, ...) to something that is not
+    JSON, which pydantic-settings reports without saying which variable it was."""
+    name = variable.upper().removeprefix("CDS_").lower()
+    section, _, field = name.partition("__")
+    model = Settings.model_fields.get(section)
+    if model is None:
+        return False
+    annotation = model.annotation
+    if field:
+        fields = getattr(annotation, "model_fields", {})
+        annotation = fields[field].annotation if field in fields else None
+    if not _is_list(annotation) or not value:
+        return False
+    try:
+        json.loads(value)
+    except ValueError:
+        return True
+    return False
+
+
+def _variable_problems(environ: Mapping[str, str], dotenv: Mapping[str, str | None]) -> list[str]:
+    """One line per CDS_ variable (environment or `.env`) that cannot mean what it was set for, naming the
+    variable, never its value. Misnamed keys in `.env` are already extra inputs to the settings."""
+    problems = []
+    ours = [(n, v, "environment") for n, v in environ.items()] + [(n, v, ".env") for n, v in dotenv.items()]
+    for name, value, origin in ours:
+        if not name.upper().startswith("CDS_"):
+            continue
+        if origin == "environment" and (problem := _misnamed(name)):
+            problems.append(f"{name.upper()}: {problem}")
+        elif _undecodable_list(name, value):
+            problems.append(f'{name.upper()} ({origin}): a list is written as JSON, e.g. ["first", "second"]')
+    return problems
+
+
+def _check_variables(env_file: Path | None) -> None:
+    dotenv = dotenv_values(env_file, encoding="utf-8") if env_file else {}
+    problems = _variable_problems(os.environ, dotenv)
+    if problems:
+        origins = "environment and .env" if any("(.env)" in p for p in problems) else "environment"
+        raise ConfigError(f"invalid settings ({origins}):\n  " + "\n  ".join(problems))
 
 
 def load_settings(config: Path | None = None, env_file: Path | None = Path(".env")) -> Settings:
@@ -486,8 +564,10 @@ def load_settings(config: Path | None = None, env_file: Path | None = Path(".env
         model_config = SettingsConfigDict(toml_file=path if path.is_file() else None)
 
     where = path if path.is_file() else "defaults"
+    env_file = env_file if env_file and env_file.is_file() else None
     try:
-        settings = _FromFile(_env_file=env_file if env_file and env_file.is_file() else None)  # type: ignore[call-arg]
+        _check_variables(env_file)
+        settings = _FromFile(_env_file=env_file)  # type: ignore[call-arg]
     except ValidationError as exc:
         # Where and why, never the value: a password under a mistyped name is reported as an extra input.
         errors = exc.errors(include_input=False)

@@ -355,8 +355,14 @@ def test_doctor_gives_up_on_such_a_server_at_the_deadline(dribbler: _Dribbler) -
 
     began = time.monotonic()
     check = check_smtp(
-        Settings(alerts={"smtp_host": "127.0.0.1", "smtp_port": dribbler.port, "to": ["gis@county.local"],
-                         "timeout_seconds": 1})
+        Settings(
+            alerts={
+                "smtp_host": "127.0.0.1",
+                "smtp_port": dribbler.port,
+                "to": ["gis@county.local"],
+                "timeout_seconds": 1,
+            }
+        )
     )
     assert time.monotonic() - began < 3
     assert check.status == "fail"
@@ -380,3 +386,21 @@ def test_parcels_already_in_error_do_not_alert_again(
     worse.still_rejected = 255
     assert notify_run(settings, worse, None, now=T0)
     assert "rejected  258; new: 3, 60.0% of the rows not already in error" in inbox.messages[0].get_content()
+
+
+def test_a_log_folder_that_cannot_keep_the_send_times_does_not_start_an_alert_storm(
+    starttls_server: tuple[int, Inbox], make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """A log folder the account cannot write fails every run, and every run alerts it: with the send times
+    kept only beside the log, a run every 15 minutes mailed the same failure 96 times a day."""
+    port, inbox = starttls_server
+    settings = make_settings(port, repeat_minutes=60)
+    (tmp_path / "logs").write_text("")  # the log folder is a file: nothing can be written under it
+    settings.output.directory.mkdir()
+    error = PermanentSourceError("cannot write the log file: Not a directory")
+    assert notify_run(settings, None, error, now=T0)
+    assert not notify_run(settings, None, error, now=T0 + timedelta(minutes=15))
+    assert not notify_run(settings, None, error, now=T0 + timedelta(minutes=30))
+    assert len(inbox.messages) == 1
+    assert alert_state_path(settings) == settings.output.directory / "alerts_state.json"
+    assert alert_state_path(settings).is_file()

@@ -47,9 +47,7 @@ def test_an_unknown_key_from_the_environment_is_named_without_its_value(
     assert str(caught.value) == "invalid settings (defaults):\n  source.pasword: Extra inputs are not permitted"
 
 
-def test_the_environment_and_dotenv_still_set_section_fields(
-    clean_env: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_environment_and_dotenv_still_set_section_fields(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = clean_env / "countydatasync.toml"
     config.write_text('[source]\nurl = "sqlite:///from-toml.sqlite"\n[alerts]\nrepeat_minutes = 30\n')
     dotenv = clean_env / ".env"
@@ -75,3 +73,52 @@ def test_rotation_without_a_backup_file_is_refused(clean_env: Path) -> None:
     )
     config.write_text("[logging]\nmax_bytes = 0\nbackup_count = 0\n")  # never rotated: nothing to keep
     assert load_settings(config, env_file=None).logging.backup_count == 0
+
+
+@pytest.mark.parametrize(
+    ("variable", "problem"),
+    [
+        ("CDS_SOURCE_PASSWORD", "two underscores between section and field: CDS_SOURCE__PASSWORD"),
+        ("CDS_OUTPUT_DIRECTORY", "two underscores between section and field: CDS_OUTPUT__DIRECTORY"),
+        ("cds_web_token", "two underscores between section and field: CDS_WEB__TOKEN"),
+        ("CDS_SORCE__URL", "no settings section 'sorce' (source, columns, stats, output, web, logging, alerts)"),
+    ],
+)
+def test_a_misnamed_environment_variable_is_named_without_its_value(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, variable: str, problem: str
+) -> None:
+    """pydantic-settings ignores an environment variable that names no field: the run went on with the
+    file's value or the default (a staging folder in the wrong place, a login without its password)."""
+    monkeypatch.setenv(variable, SECRET)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env_file=None)
+    assert str(caught.value) == f"invalid settings (environment):\n  {variable.upper()}: {problem}"
+    checks = diagnose(None, env_file=None)
+    assert [(c.name, c.status) for c in checks] == [("settings", "fail")]
+    assert variable.upper() in checks[0].detail and "Hunter" not in checks[0].detail
+    # Without it, the other CDS_ variables (CDS_CONFIG, the tests' own) are no settings and pass unnoticed.
+    monkeypatch.delenv(variable)
+    for name in ("CDS_CONFIG_NOTE", "CDS_TEST_PG_URL", "CDS_GDAL_UTILS_DIR", "CDS_CHROMIUM"):
+        monkeypatch.setenv(name, "anything")
+    monkeypatch.setenv("CDS_SOURCE", '{"table": "Parcels"}')  # a whole section as JSON is a setting
+    assert load_settings(env_file=None).source.table == "Parcels"
+
+
+def test_a_list_that_is_not_json_names_its_variable(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`CDS_ALERTS__TO=gis@county.local` failed with 'error parsing value for field "alerts"': which of the
+    alert settings, and what was wrong with it, nobody could tell."""
+    monkeypatch.setenv("CDS_ALERTS__TO", "gis@county.local")
+    dotenv = clean_env / ".env"
+    dotenv.write_text("CDS_STATS__DIMENSIONS=zoning\n")
+    dotenv.chmod(0o600)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env_file=dotenv)
+    assert str(caught.value) == (
+        "invalid settings (environment and .env):\n"
+        '  CDS_ALERTS__TO (environment): a list is written as JSON, e.g. ["first", "second"]\n'
+        '  CDS_STATS__DIMENSIONS (.env): a list is written as JSON, e.g. ["first", "second"]'
+    )
+    monkeypatch.setenv("CDS_ALERTS__TO", '["gis@county.local"]')
+    dotenv.write_text('CDS_STATS__DIMENSIONS=["zoning"]\n')
+    settings = load_settings(env_file=dotenv)
+    assert settings.alerts.to == ["gis@county.local"] and settings.stats.dimensions == ["zoning"]

@@ -38,8 +38,14 @@ STATE_FILE = "alerts_state.json"
 
 
 def alert_state_path(settings: Settings) -> Path:
-    """Where sent-alert fingerprints are kept: beside the log file."""
-    return settings.logging.file.parent / STATE_FILE
+    """Where sent-alert fingerprints are kept: beside the log file, or in the staging folder when the log
+    folder cannot take them. A log folder nobody can write fails every run, and each failure is alerted:
+    with nowhere to keep the send times, a run every 15 minutes mailed it 96 times a day."""
+    folder = settings.logging.file.parent
+    usable = (folder.is_dir() and os.access(folder, os.W_OK)) or not folder.exists()
+    if not usable and settings.output.directory.is_dir():
+        return settings.output.directory / STATE_FILE
+    return folder / STATE_FILE
 
 
 def rejection_exceeded(alerts: AlertSettings, result: RunResult) -> bool:

@@ -11,6 +11,7 @@ import keyring
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from countydatasync.errors import CountyDataSyncError
 from countydatasync.ops.credentials import delete_password, set_password, smtp_key, source_key, storable_key
@@ -18,8 +19,9 @@ from countydatasync.ops.doctor import diagnose, has_failure
 from countydatasync.ops.redact import redact
 from countydatasync.settings import Settings, load_settings
 
-console = Console()
-err = Console(stderr=True, soft_wrap=True)
+# Paths, keys and driver messages are printed as they are, never read as markup ("[/b]" raised) or emoji.
+console = Console(markup=False, emoji=False)
+err = Console(stderr=True, markup=False, emoji=False, soft_wrap=True)
 
 ConfigOption = Annotated[
     Path | None,
@@ -34,11 +36,15 @@ credentials_app = typer.Typer(
 )
 
 
+def _error(message: str) -> None:
+    err.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
+
+
 def _settings(config: Path | None) -> Settings:
     try:
         return load_settings(config)
     except CountyDataSyncError as exc:
-        err.print(f"[bold red]error:[/] {redact(str(exc))}")
+        _error(redact(str(exc)))
         raise typer.Exit(1) from None
 
 
@@ -54,18 +60,20 @@ def credentials_set(config: ConfigOption = None, smtp: SmtpOption = False) -> No
     try:
         key = storable_key(settings, smtp)
     except CountyDataSyncError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        _error(str(exc))
         raise typer.Exit(1) from None
     password = typer.prompt(f"Password for {key}", hide_input=True, confirmation_prompt=True)
     try:
         set_password(settings, password, smtp=smtp)
     except CountyDataSyncError as exc:
-        err.print(f"[bold red]error:[/] {redact(str(exc), [password])}")
+        _error(redact(str(exc), [password]))
         raise typer.Exit(1) from None
     console.print(f"stored the password for {key} in {_store_name()}")
     variable = "CDS_ALERTS__PASSWORD" if smtp else "CDS_SOURCE__PASSWORD"
     if os.environ.get(variable):
-        err.print(f"[yellow]note:[/] {variable} is set and takes precedence over the stored password")
+        err.print(
+            Text.assemble(("note:", "yellow"), f" {variable} is set and takes precedence over the stored password")
+        )
 
 
 @credentials_app.command("delete")
@@ -76,7 +84,7 @@ def credentials_delete(config: ConfigOption = None, smtp: SmtpOption = False) ->
         key = smtp_key(settings) if smtp else source_key(settings)
         removed = delete_password(settings, smtp=smtp)
     except CountyDataSyncError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        _error(str(exc))
         raise typer.Exit(1) from None
     console.print(f"removed the password for {key}" if removed else f"no password stored for {key}")
 
@@ -92,7 +100,7 @@ def doctor(config: ConfigOption = None) -> None:
     table.add_column("status")
     table.add_column("detail", overflow="fold")
     for check in checks:
-        table.add_row(check.name, f"[{_STYLE[check.status]}]{check.status}[/]", redact(check.detail))
+        table.add_row(check.name, Text(check.status, style=_STYLE[check.status]), redact(check.detail))
     console.print(table)
     if has_failure(checks):
         raise typer.Exit(1)

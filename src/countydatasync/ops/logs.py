@@ -47,6 +47,32 @@ class JsonLineFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class ConsoleLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Records as whole lines in the log file's format, for a console that is not a terminal (cron mail,
+    `> cron.out`, the journal): Rich's handler cut each record at 80 columns into a time column and
+    indented pieces that no grep could find."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(console.file)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = self.console.file  # follows a redirected sys.stderr, as Rich's handler does
+        super().emit(record)
+
+
+def _console_handler(console: Console) -> logging.Handler:
+    """Rich's handler on a terminal, where its columns and colours help; whole lines everywhere else."""
+    if not console.is_terminal:
+        handler: logging.Handler = ConsoleLineHandler(console)
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+        return handler
+    # rich_tracebacks stays off: Rich would render the traceback from exc_info, around the filter.
+    handler = RichHandler(console=console, show_path=False, rich_tracebacks=False, markup=False)
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    return handler
+
+
 def register_configured_secrets(settings: Settings) -> None:
     """Register every secret in the settings with the redactor, whatever its format."""
     for secret in settings_secrets(settings):
@@ -93,15 +119,7 @@ def configure_logging(settings: Settings, console: bool = True, console_stream: 
     except ConfigError as exc:
         problem = exc
     if console:
-        # rich_tracebacks stays off: Rich would render the traceback from exc_info, around the filter.
-        console_handler = RichHandler(
-            console=console_stream or Console(stderr=True),
-            show_path=False,
-            rich_tracebacks=False,
-            markup=False,
-        )
-        console_handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-        handlers.append(console_handler)
+        handlers.append(_console_handler(console_stream or Console(stderr=True)))
 
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, _OURS, False)]:
