@@ -270,7 +270,7 @@ class Publisher(Reconciliation):
         moved: np.ndarray,
     ) -> Staged:
         """Bind the batch's parcels to be written into temp.batch_rows: each value once, from Python, which is
-        the slow part of a load. Parcels without a feature in the layer get their fid here: new ones first."""
+        the slow part of a load. Parcels without a feature in the layer get their fid here, in row order."""
         self.con.execute("DELETE FROM temp.batch_rows")
         self.con.execute("DELETE FROM temp.batch_boxes")
         if not write.any():
@@ -278,7 +278,7 @@ class Publisher(Reconciliation):
         part, b = rows[write], bounds[write]
         existing, featured = exists[write], in_geo[write]
         fids = np.full(len(part), None, dtype=object)
-        order = np.concatenate([np.flatnonzero(~existing & ~featured), np.flatnonzero(existing & ~featured)])
+        order = np.flatnonzero(~featured)  # fids ascend with the rows: the layer takes them without a sort
         new_fids = list(range(self.next_fid, self.next_fid + len(order)))
         fids[order] = new_fids
         self.next_fid += len(order)
@@ -351,7 +351,7 @@ class Publisher(Reconciliation):
             self.con.execute(
                 f"INSERT INTO {t} (fid, geom, {carried}, sync_status, sync_note) SELECT staging_fid, staging_geom, "
                 f"{carried}, 'synced', sync_reason FROM temp.batch_rows WHERE staging_fid IS NOT NULL "
-                "ORDER BY staging_fid"
+                "ORDER BY rowid"  # the fid order (see _stage); by staging_fid, SQLite sorted every batch first
             )
             self._index_new(staged.new_fids, staged.new_bounds)
         if not staged.bits & STAGED_IN_GEO:
