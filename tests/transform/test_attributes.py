@@ -46,7 +46,7 @@ def test_bad_values_are_reported_with_column_and_value() -> None:
 def test_timestamps_are_utc_in_geopackage_form() -> None:
     naive = pd.Series(["2024-07-01T12:00:00", None])
     text, failed = convert_column(naive, ColumnSpec(source="m", name="m", type="datetime"), "America/Los_Angeles")
-    assert text.tolist() == ["2024-07-01T19:00:00.000Z", None]
+    assert text.tolist() == ["2024-07-01T19:00:00.000Z", pd.NA]
     assert not failed.any()
     aware = pd.Series([pd.Timestamp("2024-01-01T00:00:00+01:00")])
     text, _ = convert_column(aware, ColumnSpec(source="m", name="m", type="datetime"))
@@ -58,7 +58,7 @@ def test_a_date_keeps_its_day_whatever_the_source_timezone() -> None:
     values = pd.Series(["2020-05-01", "05/02/2020", None, "2020-05-03T00:00:00"])
     for zone in ("Europe/Berlin", "America/Los_Angeles", "UTC"):
         text, failed = convert_column(values, ColumnSpec(source="d", name="d", type="date"), zone)
-        assert text.tolist() == ["2020-05-01", "2020-05-02", None, "2020-05-03"], zone
+        assert text.tolist() == ["2020-05-01", "2020-05-02", pd.NA, "2020-05-03"], zone
         assert not failed.any()
 
 
@@ -86,11 +86,11 @@ def test_whole_floats_past_int64_do_not_fail_the_column() -> None:
 def test_impossible_calendar_days_are_bad_not_rolled_over() -> None:
     values = ["2021-02-30", "2021-04-31", "2019-02-29", "2020-02-29", "2021-02-30T10:00:00"]
     assert _convert(values, "date") == (
-        [None, None, None, "2020-02-29", None],
+        [pd.NA, pd.NA, pd.NA, "2020-02-29", pd.NA],
         [True, True, True, False, True],
     )
     assert _convert(["2021-02-30 10:00:00", "2021-02-28 10:00:00"], "datetime") == (
-        [None, "2021-02-28T10:00:00.000Z"],
+        [pd.NA, "2021-02-28T10:00:00.000Z"],
         [True, False],
     )
 
@@ -148,9 +148,9 @@ def test_local_times_at_the_ends_of_the_calendar_are_bad_values_not_a_failed_run
     spec = ColumnSpec(source="Stamp", name="stamp", type="datetime")
     west, bad_west = convert_column(values, spec, "America/Los_Angeles")
     east, bad_east = convert_column(values, spec, "Asia/Tokyo")
-    assert west.tolist()[1:] == ["2020-01-01T18:00:00.000Z", None, "0001-01-01T08:22:58.000Z"]
+    assert west.tolist()[1:] == ["2020-01-01T18:00:00.000Z", pd.NA, "0001-01-01T08:22:58.000Z"]
     assert bad_west.tolist() == [True, False, False, False]
-    assert east.tolist()[:3] == ["9999-12-31T14:00:00.000Z", "2020-01-01T01:00:00.000Z", None]
+    assert east.tolist()[:3] == ["9999-12-31T14:00:00.000Z", "2020-01-01T01:00:00.000Z", pd.NA]
     assert bad_east.tolist() == [False, False, False, True]
 
 
