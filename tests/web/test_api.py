@@ -7,16 +7,12 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from contextlib import closing
 from pathlib import Path
 from urllib.parse import quote
 
-import pytest
 from fastapi.testclient import TestClient
 
-from countydatasync.errors import SourceError
 from countydatasync.settings import Settings
-from countydatasync.sync import run_sync
 from countydatasync.web import create_app
 from tests.web.conftest import XSS_OWNER, Staging, make_settings
 
@@ -212,17 +208,15 @@ def test_a_key_with_a_slash_is_addressable(fresh_staging: Staging) -> None:
         assert client.get("/api/parcels/12-34").status_code == 404
 
 
-def test_a_failed_first_run_reads_as_not_synced_yet(tmp_path: Path) -> None:
-    """A first sync that fails leaves the three files empty (SQLite creates them on opening): the API said
-    'ok' and answered some requests with SQLite's 'no such table'."""
-    source = tmp_path / "no-parcels.sqlite"
-    with closing(sqlite3.connect(source)) as con:
-        con.execute("CREATE TABLE other (a)")
-    settings = make_settings(source, tmp_path / "staging")
-    with pytest.raises(SourceError):
-        run_sync(settings)
+def test_empty_staging_files_read_as_not_synced_yet(tmp_path: Path) -> None:
+    """Empty files where the staging databases belong (a failed first sync of an earlier version left them,
+    SQLite creating them on opening; the sync now removes them): the API said 'ok' and answered some
+    requests with SQLite's 'no such table'."""
+    settings = make_settings(tmp_path / "county.sqlite", tmp_path / "staging")
     out = settings.output
-    assert [p.stat().st_size for p in (out.geo_path, out.stats_path, out.working_path)] == [0, 0, 0]
+    out.directory.mkdir(parents=True)
+    for path in (out.geo_path, out.stats_path, out.working_path):
+        path.touch()
     with TestClient(create_app(settings)) as client:
         health = client.get("/api/health").json()
         assert health["status"] == "degraded"
