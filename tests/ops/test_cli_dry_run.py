@@ -4,27 +4,14 @@ error messages keep their square brackets."""
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from countydatasync.sample.county import SampleCounty, write_sample_county
 
+from .cli import run_cli
 from .smtp_server import alert_environment, make_ca, start_server
-
-
-def _cli(work: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "countydatasync.cli", *args],
-        cwd=work,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_a_dry_run_over_the_rejection_limit_mails_nobody(clean_env: Path, tmp_path: Path) -> None:
@@ -38,9 +25,9 @@ def test_a_dry_run_over_the_rejection_limit_mails_nobody(clean_env: Path, tmp_pa
         "CDS_ALERTS__MAX_REJECTED_ROWS": "0",  # the sample county's bad records are over it
     }
     try:
-        dry = _cli(clean_env, env, "sync", "--dry-run")
+        dry = run_cli(clean_env, "sync", "--dry-run", **env)
         mailed_after_dry_run = len(inbox.messages)
-        real = _cli(clean_env, env, "sync")
+        real = run_cli(clean_env, "sync", **env)
     finally:
         controller.stop()
     assert dry.returncode == 0, dry.stderr
@@ -53,7 +40,7 @@ def test_a_dry_run_over_the_rejection_limit_mails_nobody(clean_env: Path, tmp_pa
 
 @pytest.mark.skipif(importlib.util.find_spec("pyodbc") is not None, reason="pyodbc is installed")
 def test_an_error_message_keeps_its_square_brackets(clean_env: Path) -> None:
-    run = _cli(clean_env, {"CDS_SOURCE__URL": "mssql+pyodbc://reader@sqlhost/county"}, "sync")
+    run = run_cli(clean_env, "sync", CDS_SOURCE__URL="mssql+pyodbc://reader@sqlhost/county")
     assert run.returncode == 1
     message = " ".join(run.stderr[run.stderr.index("error:") :].split())  # the one-line message, not the log
     assert "pip install 'countydatasync[mssql]'" in message
