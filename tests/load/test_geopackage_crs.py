@@ -3,13 +3,18 @@ the way GDAL writes them, and stays valid when the output CRS changes again."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pyogrio
+import pyogrio.raw
+import pytest
+import shapely
 from pyproj import CRS
 
-from countydatasync.load.geopackage import WGS84_WKT
+from countydatasync.load.geopackage import WGS84_WKT, create_layer
 from countydatasync.settings import Settings
 from countydatasync.sync import run_sync
 
@@ -53,3 +58,28 @@ def test_a_crs_without_wkt1_is_written_as_wkt2(
     validate_gpkg(geo)
     assert query(geo, SRS).values.tolist()[2] == [2285, _wkt(2285, "WKT1_GDAL"), _wkt(2285, "WKT2_2015")]
     assert pyogrio.read_info(geo)["crs"] == "EPSG:2285"
+
+
+def _gdal_definition(tmp_path: Path, code: int) -> str:
+    """The WKT that GDAL's own GeoPackage writer stores for EPSG:`code`."""
+    path = tmp_path / f"gdal_{code}.gpkg"
+    polygon = shapely.to_wkb(np.array([shapely.box(0, 0, 1, 1)]))
+    pyogrio.raw.write(path, polygon, [], [], layer="x", driver="GPKG", geometry_type="Polygon", crs=f"EPSG:{code}")
+    return query(path, "SELECT definition FROM gpkg_spatial_ref_sys WHERE srs_id = ?", (code,))["definition"][0]
+
+
+@pytest.mark.parametrize("code", [4269, 4152, 3035])  # NAD83 and NAD83(HARN) lat/long; ETRS89-LAEA, northing first
+def test_a_crs_is_defined_with_its_axes_as_gdal_writes_it(
+    tmp_path: Path, code: int, validate_gpkg: Callable[[Path], None]
+) -> None:
+    """pyproj's WKT1 left out the AXIS of geographic CRSs (and of projected ones with northing first), which
+    GDAL writes: without them WKT1 means longitude/latitude and easting/northing, not the EPSG axes."""
+    path = tmp_path / "layer.gpkg"
+    con = sqlite3.connect(path)
+    with con:
+        create_layer(con, "main", "parcels", "pin", [], code)
+    con.close()
+    validate_gpkg(path)
+    ours = query(path, "SELECT definition FROM gpkg_spatial_ref_sys WHERE srs_id = ?", (code,))["definition"][0]
+    assert ours == _gdal_definition(tmp_path, code)
+    assert "AXIS[" in ours

@@ -125,8 +125,10 @@ def _count_trigger_sql(layer: str) -> dict[str, str]:
 
 
 def _wkt1(crs: CRS) -> str | None:
+    """The WKT1 that GDAL writes, axes always stated: PROJ leaves them out of geographic CRSs and of projected
+    ones with northing first, and WKT1 without AXIS means longitude/latitude or easting/northing."""
     try:
-        return crs.to_wkt("WKT1_GDAL")
+        return crs.to_wkt("WKT1_GDAL", output_axis_rule=True)
     except CRSError:
         return None
 

@@ -21,21 +21,71 @@ from countydatasync.sync.result import RunResult
 Deltas = dict[tuple[str, str], list[float]]
 
 
+# Declared types are what GDAL (QGIS, ogr2ogr, ArcGIS through its SQLite support) reads a column as: DATETIME
+# as DateTime, BIGINT as a 64-bit Integer64; TEXT would be a string, and INTEGER a 32-bit Integer that clamps
+# larger values to 2147483647. run_id stays INTEGER PRIMARY KEY, the rowid, which GDAL reads as the FID.
+RUN_COUNTS = ("extracted", "inserted", "updated", "unchanged", "rejected", "deleted", "repaired")
+RUN_COLUMNS = [
+    ("run_id", "INTEGER PRIMARY KEY"),
+    ("started_at", "DATETIME NOT NULL"),
+    ("finished_at", "DATETIME"),
+    ("status", "TEXT NOT NULL"),
+    ("mode", "TEXT NOT NULL"),
+    ("source", "TEXT"),
+    *((count, "BIGINT") for count in RUN_COUNTS),
+    ("duration_s", "REAL"),
+    ("message", "TEXT"),
+]
+MEASURE_TYPES = [("_sum", "REAL"), ("_count", "BIGINT"), ("_mean", "REAL")]
+
+
+def aggregate_columns(measures: Sequence[str]) -> list[tuple[str, str]]:
+    """(name, declared type) of the aggregates table's columns."""
+    measure_cols = [(m + suffix, typ) for m in measures for suffix, typ in MEASURE_TYPES]
+    return [
+        ("dimension", "TEXT NOT NULL"),
+        ("value", "TEXT NOT NULL"),
+        ("parcel_count", "BIGINT NOT NULL"),
+        *measure_cols,
+    ]
+
+
+def _declared(con: sqlite3.Connection, schema: str, table: str) -> list[tuple[str, str]]:
+    """(name, declared type) of the table's columns; empty when there is no such table."""
+    return [(row[1], row[2].upper()) for row in con.execute(f"PRAGMA {schema}.table_info({table})")]
+
+
+def _types_differ(con: sqlite3.Connection, schema: str, table: str, columns: list[tuple[str, str]]) -> bool:
+    """True when the table exists with other columns or types than `columns` (a stats DB written before)."""
+    declared = _declared(con, schema, table)
+    return bool(declared) and declared != [(name, typ.split()[0]) for name, typ in columns]
+
+
+def _ddl(columns: list[tuple[str, str]]) -> str:
+    return ", ".join(f"{q(name)} {typ}" for name, typ in columns)
+
+
+def _upgrade_runs(con: sqlite3.Connection, schema: str) -> None:
+    """Move an older history into a table with today's types, keeping every row (its index goes with the old
+    table and is made again by the caller)."""
+    kept = ", ".join(q(name) for name, _ in _declared(con, schema, "runs") if name in dict(RUN_COLUMNS))
+    con.execute(f"ALTER TABLE {schema}.runs RENAME TO runs_before_upgrade")
+    con.execute(f"CREATE TABLE {schema}.runs ({_ddl(RUN_COLUMNS)})")
+    con.execute(f"INSERT INTO {schema}.runs ({kept}) SELECT {kept} FROM {schema}.runs_before_upgrade")
+    con.execute(f"DROP TABLE {schema}.runs_before_upgrade")
+
+
 def create_tables(con: sqlite3.Connection, schema: str, measures: Sequence[str]) -> None:
-    con.execute(
-        f"CREATE TABLE IF NOT EXISTS {schema}.runs (run_id INTEGER PRIMARY KEY, started_at TEXT NOT NULL, "
-        "finished_at TEXT, status TEXT NOT NULL, mode TEXT NOT NULL, source TEXT, extracted INTEGER, "
-        "inserted INTEGER, updated INTEGER, unchanged INTEGER, rejected INTEGER, deleted INTEGER, "
-        "repaired INTEGER, duration_s REAL, message TEXT)"
-    )
+    """Create the run history and the aggregates table if missing. Older tables get today's types: the history
+    keeps its rows; the aggregates are dropped, and the run recomputes them (see `aggregates_lost`)."""
+    if _types_differ(con, schema, "runs", RUN_COLUMNS):
+        _upgrade_runs(con, schema)
+    con.execute(f"CREATE TABLE IF NOT EXISTS {schema}.runs ({_ddl(RUN_COLUMNS)})")
     con.execute(f"CREATE INDEX IF NOT EXISTS {schema}.ix_runs_started ON runs (started_at)")
-    measure_cols = "".join(
-        f", {q(m + '_sum')} REAL, {q(m + '_count')} INTEGER, {q(m + '_mean')} REAL" for m in measures
-    )
-    con.execute(
-        f"CREATE TABLE IF NOT EXISTS {schema}.aggregates (dimension TEXT NOT NULL, value TEXT NOT NULL, "
-        f"parcel_count INTEGER NOT NULL{measure_cols}, PRIMARY KEY (dimension, value))"
-    )
+    columns = aggregate_columns(measures)
+    if _types_differ(con, schema, "aggregates", columns):
+        drop_aggregates(con, schema)
+    con.execute(f"CREATE TABLE IF NOT EXISTS {schema}.aggregates ({_ddl(columns)}, PRIMARY KEY (dimension, value))")
 
 
 def drop_aggregates(con: sqlite3.Connection, schema: str) -> None:
@@ -171,7 +221,8 @@ def merge(total: Deltas, more: Deltas) -> None:
 
 
 def apply_deltas(con: sqlite3.Connection, stats: str, deltas: Deltas, measures: Sequence[str]) -> None:
-    """Add per-group differences (count, then sum and count per measure) and refresh the means."""
+    """Add per-group differences (count, then sum and count per measure) and refresh the sums of no values and
+    the means."""
     if not deltas:
         return
     cols = ["parcel_count"] + [c for m in measures for c in (f"{m}_sum", f"{m}_count")]
@@ -182,9 +233,12 @@ def apply_deltas(con: sqlite3.Connection, stats: str, deltas: Deltas, measures: 
         [(dim, value, *values) for (dim, value), values in deltas.items()],
     )
     con.execute(f"DELETE FROM {stats}.aggregates WHERE parcel_count <= 0")
-    means = ", ".join(
+    # Over no values the sum is 0, as a rebuild has it: what floating point leaves of added and subtracted
+    # values (0.1 + 0.2 - 0.1 - 0.2 is 2.8e-17) is not a sum of anything.
+    settled = ", ".join(
+        f"{q(m + '_sum')} = CASE WHEN {q(m + '_count')} > 0 THEN {q(m + '_sum')} ELSE 0.0 END, "
         f"{q(m + '_mean')} = CASE WHEN {q(m + '_count')} > 0 THEN {q(m + '_sum')} / {q(m + '_count')} END"
         for m in measures
     )
-    if means:
-        con.execute(f"UPDATE {stats}.aggregates SET {means}")
+    if settled:
+        con.execute(f"UPDATE {stats}.aggregates SET {settled}")
