@@ -103,7 +103,7 @@ def test_a_failed_run_is_mailed_over_starttls_with_login(
     assert message["From"] == "cds@county.example"
     body = message.get_content()
     assert "PermanentSourceError: cannot read postgresql+psycopg://reader:***@db.county.local/gis" in body
-    assert "Run 41 (incremental), status failed" in body
+    assert "A run (incremental), status failed" in body and "Run 41" not in body  # its id goes to the next run
     assert "extracted 1,000" in body and "rejected  0" in body and "deleted   2" in body
     assert str((settings.logging.file).resolve()) in body
     assert str(settings.output.working_path.resolve()) in body

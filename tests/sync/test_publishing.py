@@ -312,6 +312,7 @@ def test_a_source_that_cannot_be_opened_is_a_recorded_failed_run(tmp_path: Path,
     assert len(records) == 1
     record = json.loads(records[0])
     assert record["status"] == "failed" and "no such county.sqlite" in record["source"]
+    assert record["run_id"] is None  # failed runs keep no id
     assert record["message"]
 
 

@@ -75,7 +75,9 @@ def compose_alert(settings: Settings, result: RunResult | None, error: BaseExcep
         new, read = result.rejected - result.still_rejected, result.extracted - result.still_rejected
         share = f"; new: {new:,}, {new / read:.1%} of the rows not already in error" if read else ""
         lines += [
-            f"Run {result.run_id} ({result.mode}), status {result.status}, "
+            # A failed run keeps no number: its id was rolled back with it and goes to the next good run.
+            (f"Run {result.run_id}" if result.status == "succeeded" else "A run")
+            + f" ({result.mode}), status {result.status}, "
             f"started {result.started_at:%Y-%m-%d %H:%M:%S %Z}, took {result.duration_s:.1f} s.",
             f"Source: {result.source}",
             "",

@@ -354,7 +354,9 @@ def _record_failure(settings: Settings, result: RunResult) -> None:
     byte-identical; never mask the original error."""
     try:
         settings.output.directory.mkdir(parents=True, exist_ok=True)
-        record = result.as_record()
+        # No run id: a failed run's id is rolled back with its data and given to the next run that succeeds,
+        # so the id would name another run.
+        record = {**result.as_record(), "run_id": None}
         with (settings.output.directory / FAILED_RUNS).open("a", encoding="utf-8") as out:
             out.write(json.dumps(record) + "\n")
     except Exception:
