@@ -24,6 +24,12 @@ def test_health_reports_databases_and_no_running_sync(client: TestClient) -> Non
     assert body["sync_running"] is False
 
 
+def test_health_answers_head_requests_as_monitors_send_them(client: TestClient) -> None:
+    response = client.head("/api/health")
+    assert response.status_code == 200 and response.content == b""
+    assert response.headers["content-type"] == "application/json"
+
+
 def test_runs_list_matches_the_stats_db(client: TestClient, staging: Staging) -> None:
     body = client.get("/api/runs").json()
     with sqlite3.connect(staging.settings.output.stats_path) as con:

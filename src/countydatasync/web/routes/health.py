@@ -12,7 +12,8 @@ from countydatasync.web.staging import is_published
 router = APIRouter(tags=["health"])
 
 
-@router.get("/api/health", response_model=Health, summary="Service health")
+# HEAD too: uptime monitors and load balancers often probe with it, and got 405.
+@router.api_route("/api/health", methods=["GET", "HEAD"], response_model=Health, summary="Service health")
 def health(settings: SettingsDep, job: SyncJobDep) -> Health:
     out = settings.output
     databases = {
