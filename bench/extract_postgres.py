@@ -88,9 +88,7 @@ def ensure_table(conninfo: str, parcels: int) -> str:
                 return table
     start = time.perf_counter()
     load_sample_postgis(conninfo, SampleCounty(parcels=parcels), table=table, schema=SCHEMA)
-    print(
-        f"loaded {parcels:,} parcels into {SCHEMA}.{table} in {time.perf_counter() - start:.1f} s", flush=True
-    )
+    print(f"loaded {parcels:,} parcels into {SCHEMA}.{table} in {time.perf_counter() - start:.1f} s", flush=True)
     return table
 
 

@@ -17,9 +17,7 @@ from collections.abc import Callable
 import psutil
 
 
-def measure(
-    command: list[str], reset: Callable[[], None] | None = None, repeat: int = 1
-) -> tuple[float, float, str]:
+def measure(command: list[str], reset: Callable[[], None] | None = None, repeat: int = 1) -> tuple[float, float, str]:
     """Median wall seconds of `repeat` unobserved runs, peak memory in MiB of the process tree in one more
     run, and the first run's stdout. `reset` puts back what a run changed (its outputs, the staging state),
     so every run does the same work.

@@ -74,8 +74,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def measure(client: httpx.Client, views: list[tuple],
-            warmup: int) -> tuple[list[float], list[int], list[int]]:
+def measure(client: httpx.Client, views: list[tuple], warmup: int) -> tuple[list[float], list[int], list[int]]:
     times, features, sizes = [], [], []
     for i, (bbox, zoom) in enumerate(views):
         started = time.perf_counter()
@@ -90,8 +89,7 @@ def measure(client: httpx.Client, views: list[tuple],
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parcels", type=int, default=50_000, help="sample county size (default 50000)")
     parser.add_argument("--requests", type=int, default=300, help="measured viewports (default 300)")
     parser.add_argument("--per-view", type=int, default=2_000, help="parcels per viewport (default 2000)")
@@ -123,9 +121,11 @@ def main() -> None:
             server.should_exit = True
     cuts = statistics.quantiles(times, n=100)
     how = "live uvicorn" if args.live else "in-process"
-    print(f"{how}, {args.parcels:,} parcels, {len(times)} viewports "
-          f"at zoom {views[0][1]}: features mean {statistics.mean(features):.0f} (max {max(features)}), "
-          f"payload mean {statistics.mean(sizes) / 1024:.0f} KiB")
+    print(
+        f"{how}, {args.parcels:,} parcels, {len(times)} viewports "
+        f"at zoom {views[0][1]}: features mean {statistics.mean(features):.0f} (max {max(features)}), "
+        f"payload mean {statistics.mean(sizes) / 1024:.0f} KiB"
+    )
     print(f"latency ms: p50 {cuts[49]:.1f}  p95 {cuts[94]:.1f}  p99 {cuts[98]:.1f}  max {max(times):.1f}")
 
 

@@ -40,9 +40,7 @@ def test_postgis_sync_matches_the_sqlite_sync_of_the_same_county(
     from_lite = pyogrio.read_dataframe(lite_settings.output.geo_path, layer="parcels").set_index("pin")
     # PostgreSQL's typed columns hold NULL where the SQLite sample has 'unknown' or 'N/A', so those rows
     # load from PostGIS and are rejected from SQLite; every other outcome is the same.
-    errors = query(
-        lite_settings.output.working_path, "SELECT pin, reason FROM errors WHERE severity = 'error'"
-    )
+    errors = query(lite_settings.output.working_path, "SELECT pin, reason FROM errors WHERE severity = 'error'")
     bad_attribute = set(errors.loc[errors["reason"] == "bad_attribute", "pin"])
     assert set(from_pg.index) - set(from_lite.index) == bad_attribute
     assert set(from_lite.index) <= set(from_pg.index)
@@ -80,9 +78,7 @@ def test_incremental_sync_from_postgis_picks_up_edits_and_deletes(
     second = run_sync(settings)
     assert second.status == "succeeded" and second.mode == "incremental"
     assert second.updated == 1 and second.deleted == 1 and second.inserted == 0
-    after = pyogrio.read_dataframe(settings.output.geo_path, layer="parcels", read_geometry=False).set_index(
-        "pin"
-    )
+    after = pyogrio.read_dataframe(settings.output.geo_path, layer="parcels", read_geometry=False).set_index("pin")
     assert after.loc[edited, "owner_name"] == "NEW OWNER"
     assert deleted not in after.index
     assert len(after) == first.inserted - 1

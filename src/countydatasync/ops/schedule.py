@@ -74,15 +74,18 @@ def parse_interval(text: str) -> IntervalSchedule:
     naming the value."""
     compact = re.sub(r"\s+", "", text.strip().lower())
     if not _INTERVAL.fullmatch(compact):
-        raise ConfigError(f"schedule interval {text!r} is not understood: use a number and a unit "
-                          "(s, m, h or d), e.g. 30s, 15m, 1h or 1h30m")
+        raise ConfigError(
+            f"schedule interval {text!r} is not understood: use a number and a unit "
+            "(s, m, h or d), e.g. 30s, 15m, 1h or 1h30m"
+        )
     seconds = sum(float(number) * _UNITS[unit] for number, unit in _PART.findall(compact))
     try:
         interval = timedelta(seconds=seconds)
         datetime.now(UTC) + interval  # the first due time must be a date, before the year 10000
     except OverflowError:
-        raise ConfigError(f"schedule interval {text!r} is too long: the first run would come after the "
-                          "year 9999") from None
+        raise ConfigError(
+            f"schedule interval {text!r} is too long: the first run would come after the year 9999"
+        ) from None
     # Checked after the conversion, which rounds to microseconds: 0.0000001s becomes no interval at all.
     if interval < MIN_INTERVAL:
         raise ConfigError(f"schedule interval {text!r} must be at least 1s")
@@ -96,12 +99,15 @@ def parse_cron(text: str) -> CronSchedule:
     expression = " ".join(text.split())
     if expression.startswith("@"):
         if expression.lower() not in _CRON_ALIASES:
-            raise ConfigError(f"cron expression {text!r} is not valid: the aliases are "
-                              f"{', '.join(sorted(_CRON_ALIASES))}")
+            raise ConfigError(
+                f"cron expression {text!r} is not valid: the aliases are {', '.join(sorted(_CRON_ALIASES))}"
+            )
         expression = expression.lower()
     elif len(expression.split(" ")) != 5:
-        raise ConfigError(f"cron expression {text!r} is not valid: it needs five fields, minute hour "
-                          "day-of-month month day-of-week, e.g. '*/15 * * * *'")
+        raise ConfigError(
+            f"cron expression {text!r} is not valid: it needs five fields, minute hour "
+            "day-of-month month day-of-week, e.g. '*/15 * * * *'"
+        )
     try:
         # also refuses dates that never come, such as 31 February
         croniter(expression, implement_cron_bug=True).get_next(datetime)

@@ -49,10 +49,19 @@ class RunResult:
     def as_record(self) -> dict[str, object]:
         """The run as stored in the history: plain values, ISO timestamps, the error as `message`."""
         return {
-            "run_id": self.run_id, "started_at": self.started_at.isoformat(),
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None, "status": self.status,
-            "mode": self.mode, "source": self.source, "extracted": self.extracted, "inserted": self.inserted,
-            "updated": self.updated, "unchanged": self.unchanged, "rejected": self.rejected,
-            "deleted": self.deleted, "repaired": self.repaired, "duration_s": round(self.duration_s, 3),
+            "run_id": self.run_id,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "status": self.status,
+            "mode": self.mode,
+            "source": self.source,
+            "extracted": self.extracted,
+            "inserted": self.inserted,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "rejected": self.rejected,
+            "deleted": self.deleted,
+            "repaired": self.repaired,
+            "duration_s": round(self.duration_s, 3),
             "message": self.error,
         }
