@@ -95,10 +95,8 @@ class RtreeBulkLoader:
             )
             members = np.concatenate(groups)
             owner = np.repeat(numbers, [len(g) for g in groups])
-            if links == rowid_t:
-                self._link(links, "rowid", "nodeno", ids[members], owner)
-            else:
-                self._link(links, "nodeno", "parentnode", ids[members], owner)
+            child, parent = ("rowid", "nodeno") if links == rowid_t else ("nodeno", "parentnode")
+            self._link(links, child, parent, ids[members], owner)
             if len(groups) == 1:
                 # A single node at this level is the root: renumber it to 1 as SQLite expects.
                 self._make_root(int(numbers[0]), depth, node_t, rowid_t, parent_t)

@@ -159,10 +159,7 @@ def _free_mib(directory: Path) -> int:
         return -1
 
 
-def staging_exists(output: OutputSettings) -> bool:
-    return all(p.is_file() and p.stat().st_size > 0 for p in (output.geo_path, output.stats_path, output.working_path))
-
-
-def remove_outputs(paths: list[Path]) -> None:
-    for path in paths:
-        path.unlink(missing_ok=True)
+def is_published(path: Path) -> bool:
+    """True when `path` holds a database: SQLite creates a file on opening it, and an empty file reads as a
+    database without tables (a failed first run of an earlier version left three such files)."""
+    return path.is_file() and path.stat().st_size > 0

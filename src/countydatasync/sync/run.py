@@ -23,7 +23,7 @@ from countydatasync.errors import CountyDataSyncError
 from countydatasync.extract import Source, open_source
 from countydatasync.load import geopackage, stats, working
 from countydatasync.load.geopackage import q
-from countydatasync.load.transaction import APPEND_CACHE_MIB, GEO, STATS, WORKING, StagingTransaction
+from countydatasync.load.transaction import APPEND_CACHE_MIB, GEO, STATS, WORKING, StagingTransaction, is_published
 from countydatasync.ops.redact import redact, settings_secrets
 from countydatasync.settings import KEY_TABLES, Settings
 from countydatasync.sync import producer
@@ -145,7 +145,7 @@ class _Run:
             # Files this run created and left empty (a dry run, a failed first run): readers would take an empty
             # file for a database without tables.
             for path, was in existed.items():
-                if not was and path.is_file() and path.stat().st_size == 0:
+                if not was and path.is_file() and not is_published(path):
                     path.unlink()
 
     # --- schema --------------------------------------------------------------------------------------

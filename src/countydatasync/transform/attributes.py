@@ -138,11 +138,15 @@ def _integers(values: pd.Series, text: pd.Series) -> pd.Series:
         try:  # plain integer text, the usual case: exact in one cast
             integers = pc.cast(arrow, pa.int64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            integers = _plain_first(
-                arrow, PLAIN_INTEGER, pa.int64(), lambda odd: _cleaned_integers(_series(odd), _series(odd))
-            )
+            integers = _plain_first(arrow, PLAIN_INTEGER, pa.int64(), _cleaned_integer_text)
         return pd.Series(integers.to_pandas(types_mapper=_INT64), index=values.index)
     return pd.Series(_cleaned_integers(values, text).to_pandas(types_mapper=_INT64), index=values.index)
+
+
+def _cleaned_integer_text(text: pa.Array) -> pa.Array:
+    """`_cleaned_integers` of text values (the text is its own source value)."""
+    series = _series(text)
+    return _cleaned_integers(series, series)
 
 
 def _cleaned_integers(values: pd.Series, text: pd.Series) -> pa.Array:

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from countydatasync.load.transaction import is_published
+
 log = logging.getLogger(__name__)
 
 READ_TIMEOUT_S = 5.0  # a sync's commit holds an exclusive lock for a moment; wait that out
@@ -31,12 +33,6 @@ def q(name: str) -> str:
 def readonly_uri(path: Path) -> str:
     """A read-only SQLite URI; as_uri() percent-encodes ' ', '?', '#' and writes Windows drives right."""
     return path.resolve().as_uri() + "?mode=ro"
-
-
-def is_published(path: Path) -> bool:
-    """True when `path` holds a database: a first sync that failed leaves the files empty (SQLite creates
-    them on opening), and an empty file reads as a database without tables."""
-    return path.is_file() and path.stat().st_size > 0
 
 
 def roll_back_hot_journal(path: Path) -> None:

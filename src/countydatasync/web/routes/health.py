@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from countydatasync import __version__
+from countydatasync.load.transaction import is_published
 from countydatasync.web.deps import SettingsDep, SyncJobDep
 from countydatasync.web.schemas import Health
-from countydatasync.web.staging import is_published
 
 router = APIRouter(tags=["health"])
 
