@@ -6,7 +6,9 @@ gives the writer a core of its own. At most two batches wait in the queue either
 from __future__ import annotations
 
 import multiprocessing as mp
+import pickle
 import queue
+import socket
 import sys
 import threading
 import time
@@ -22,6 +24,7 @@ from countydatasync.errors import SourceError
 from countydatasync.extract import open_source
 from countydatasync.extract.base import RAW_KEY
 from countydatasync.settings import Settings
+from countydatasync.sync import handover
 from countydatasync.transform import TransformedBatch, TransformPlan, transform_batch
 from countydatasync.transform.batch import normalize_keys
 
@@ -76,7 +79,7 @@ def in_thread(batches: Iterator[pd.DataFrame], plan: TransformPlan) -> Iterator[
     worker = threading.Thread(target=produce, name="extract-transform", daemon=True)
     worker.start()
     try:
-        yield from _consume(lambda: out.get(), lambda: True)
+        yield from _consume(out.get)
     finally:
         stop.set()
         worker.join()  # it stops at its next hand-over; the source must not be closed while it reads
@@ -91,40 +94,50 @@ def in_process(
     ctx = mp.get_context(method)
     if method == "forkserver":  # imported once by the fork server, not by every child it starts
         ctx.set_forkserver_preload([__name__])
-    out = ctx.Queue(maxsize=1)
+    ours, theirs = socket.socketpair()
     child = ctx.Process(  # type: ignore[attr-defined]  # typeshed has it on each context, not their base
         target=_child,
-        args=(settings.model_dump(), plan, modified_since, out, skip),
+        args=(settings.model_dump(), plan, modified_since, theirs, ours, skip),
         name="countydatasync-extract",
         daemon=True,
     )
-    child.start()
+    try:
+        child.start()
+    finally:
+        theirs.close()  # the child's end is the child's alone: its exit closes the connection
+    deadline = time.monotonic() + STALL_SECONDS
+
+    def waiting() -> None:
+        if not child.is_alive():
+            raise SourceError(f"the extract process ended unexpectedly (exit code {child.exitcode})")
+        if time.monotonic() > deadline:
+            child.kill()  # not terminate: whatever holds it up may keep SIGTERM from acting
+            raise SourceError(
+                f"the extract process (pid {child.pid}) handed over no batch for {STALL_SECONDS:.0f} s and "
+                "was stopped as stuck; nothing was published, run the sync again"
+            )
+
+    receiver = handover.Receiver(ours, waiting)
 
     def get() -> Any:
+        nonlocal deadline
         deadline = time.monotonic() + STALL_SECONDS
-        while True:
-            try:
-                return out.get(timeout=1.0)
-            except queue.Empty:
-                if not child.is_alive():
-                    raise SourceError(f"the extract process ended unexpectedly (exit code {child.exitcode})") from None
-                if time.monotonic() > deadline:
-                    child.kill()  # not terminate: whatever holds it up may keep SIGTERM from acting
-                    raise SourceError(
-                        f"the extract process (pid {child.pid}) handed over no batch for {STALL_SECONDS:.0f} s and "
-                        "was stopped as stuck; nothing was published, run the sync again"
-                    ) from None
+        try:
+            return receiver.receive()
+        except EOFError:
+            child.join(timeout=5)
+            raise SourceError(f"the extract process ended unexpectedly (exit code {child.exitcode})") from None
 
     try:
-        yield from _consume(get, child.is_alive)
+        yield from _consume(get)
     finally:
+        ours.close()  # a child still sending sees the connection closed, and ends
         if child.is_alive():
             child.terminate()
         child.join(timeout=5)
-        out.close()
 
 
-def _consume(get: Any, alive: Any) -> Iterator[TransformedBatch]:
+def _consume(get: Any) -> Iterator[TransformedBatch]:
     while True:
         item = get()
         if isinstance(item, str) and item == DONE:
@@ -144,15 +157,17 @@ def _put(out: Any, item: Any, stopped: Any) -> bool:
     return False
 
 
-def _parent_gone() -> bool:
-    parent = mp.parent_process()  # not os.getppid(): a fork server's children have the fork server as parent
-    return parent is None or not parent.is_alive()
-
-
 def _child(
-    settings_data: dict[str, Any], plan: TransformPlan, since: datetime | str | None, out: Any, skip: frozenset[str]
+    settings_data: dict[str, Any],
+    plan: TransformPlan,
+    since: datetime | str | None,
+    channel: socket.socket,
+    parent_end: socket.socket,
+    skip: frozenset[str],
 ) -> None:
-    """Child process body: stop quietly if the parent goes away (killed runs leave no orphans behind)."""
+    """Child process body. It stops quietly when the parent has gone (killed runs leave no orphans behind):
+    its next hand-over finds the connection closed."""
+    parent_end.close()  # a forked child holds a copy; the parent's exit would not close the connection
     source = None
     try:
         source = open_source(Settings(**settings_data))
@@ -160,14 +175,23 @@ def _child(
         for raw in without_keys(source.batches(modified_since=since), skip):  # type: ignore[arg-type]
             item = transform_batch(raw, plan, first_row)
             first_row += len(raw)
-            if not _put(out, item, _parent_gone):
-                return
-        out.put(DONE)
+            handover.send(channel, item)
+        handover.send(channel, DONE)
+    except (BrokenPipeError, ConnectionResetError):
+        return  # the parent has gone
     except BaseException as exc:
-        try:
-            out.put(exc)
-        except Exception:  # not picklable: send its text
-            out.put(SourceError(f"{type(exc).__name__}: {exc}"))
+        _send_failure(channel, exc)
     finally:
         if source is not None:
             source.close()
+        channel.close()
+
+
+def _send_failure(channel: socket.socket, exc: BaseException) -> None:
+    try:
+        try:
+            handover.send(channel, exc)
+        except (pickle.PicklingError, TypeError, AttributeError):  # not picklable: send its text
+            handover.send(channel, SourceError(f"{type(exc).__name__}: {exc}"))
+    except OSError:  # the parent has gone meanwhile
+        pass
