@@ -19,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 
 from countydatasync.errors import PublishError
+from countydatasync.load import scratch
 from countydatasync.settings import OutputSettings
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class StagingTransaction:
             )
             self.con.execute("ATTACH DATABASE ? AS geo", (str(self.paths[GEO]),))
             self.con.execute("ATTACH DATABASE ? AS stats", (str(self.paths[STATS]),))
+            scratch.attach(self.con)
             for schema in (WORKING, GEO, STATS):
                 if not dry_run:
                     self._check_journal_mode(schema)

@@ -19,6 +19,7 @@ import pyarrow as pa
 from countydatasync.load import geopackage, stats, working
 from countydatasync.load.geopackage import q
 from countydatasync.load.rtree import RtreeBulkLoader, root_extent
+from countydatasync.load.scratch import ScratchTable
 from countydatasync.load.transaction import GEO, STATS, WORKING
 from countydatasync.settings import Settings
 from countydatasync.sync.reconcile import Reconciliation
@@ -50,9 +51,10 @@ STAGED_EXISTING, STAGED_IN_GEO, STAGED_LOGGED = 1, 2, 4
 
 
 class Staged(NamedTuple):
-    """What a batch staged: the STAGED_* bits any row has (statements with nothing to do are skipped), and
-    the fids and boxes of the features the layer gets, in fid order."""
+    """What a batch staged: how many rows, the STAGED_* bits any row has (statements with nothing to do are
+    skipped), and the fids and boxes of the features the layer gets, in fid order."""
 
+    rows: int
     bits: int
     new_fids: list[int]
     new_bounds: np.ndarray
@@ -109,11 +111,12 @@ class Publisher(Reconciliation):
         top = con.execute(f"SELECT max(fid) FROM {GEO}.{q(self.layer)}").fetchone()[0]
         self.next_fid = max(seq[0] if seq else 0, top or 0) + 1
         con.execute(f"CREATE TEMP TABLE IF NOT EXISTS seen ({q(self.key)} TEXT PRIMARY KEY)")
-        # Every parcel a batch writes, bound once; SQLite copies the values on from here. staging_state holds
+        # Every parcel a batch writes, bound once (in C, see load/scratch.py); SQLite copies the values on from
+        # scratch.batch_rows. staging_state holds
         # the STAGED_* bits; staging_fid is set for parcels the layer gets a new feature for. (These names are
         # reserved in the settings, so no carried column can clash.)
         self.row_columns = [self.key, *self.attrs, *ROW_STATUS, "staging_state", "staging_fid", "staging_geom"]
-        con.execute(f"CREATE TEMP TABLE IF NOT EXISTS batch_rows ({', '.join(q(c) for c in self.row_columns)})")
+        self.batch_rows = ScratchTable(con, "batch_rows", self.row_columns)
         # New boxes of existing features whose geometry moved: few, so they travel apart.
         con.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS batch_boxes ({q(self.key)} TEXT, minx REAL, maxx REAL, miny REAL, "
@@ -269,12 +272,11 @@ class Publisher(Reconciliation):
         log: np.ndarray,
         moved: np.ndarray,
     ) -> Staged:
-        """Bind the batch's parcels to be written into temp.batch_rows: each value once, from Python, which is
-        the slow part of a load. Parcels without a feature in the layer get their fid here, in row order."""
-        self.con.execute("DELETE FROM temp.batch_rows")
+        """Bind the batch's parcels to be written into scratch.batch_rows: each value once, which is the slow
+        part of a load. Parcels without a feature in the layer get their fid here, in row order."""
         self.con.execute("DELETE FROM temp.batch_boxes")
         if not write.any():
-            return Staged(0, [], np.empty((0, 4)))
+            return Staged(0, 0, [], np.empty((0, 4)))  # scratch.batch_rows still holds an earlier batch
         part, b = rows[write], bounds[write]
         existing, featured = exists[write], in_geo[write]
         fids = np.full(len(part), None, dtype=object)
@@ -284,13 +286,14 @@ class Publisher(Reconciliation):
         self.next_fid += len(order)
         state = existing * STAGED_EXISTING + featured * STAGED_IN_GEO + log[write] * STAGED_LOGGED
         # in the order of self.row_columns: the batch's sync_note is the working DB's sync_reason
-        values = storage_values(part, [self.key, *self.attrs, "sync_note"])
-        values += [part["_attr"].tolist(), part["_geom"].tolist(), storage_values(part, ["source_modified"])[0]]
-        values += [state.tolist(), fids.tolist(), geopackage.geometry_blobs(wkb[write], b, self.plan.output_srid)]
-        self.con.executemany(
-            f"INSERT INTO temp.batch_rows VALUES ({', '.join('?' * len(self.row_columns))})",
-            zip(*values, strict=True),
-        )
+        columns = [part[c] for c in [self.key, *self.attrs, "sync_note", "_attr", "_geom", "source_modified"]]
+        arrays = [pa.array(c, from_pandas=True) for c in columns]  # from_pandas: NaN is missing, stored NULL
+        arrays += [
+            pa.array(state),
+            pa.array(fids, pa.int64()),
+            geopackage.geometry_blobs(wkb[write], b, self.plan.output_srid),
+        ]
+        self.batch_rows.fill(pa.Table.from_arrays(arrays, names=self.row_columns))
         # An R-tree entry is rewritten only where the geometry moved.
         boxed = featured & moved[write]
         if boxed.any():
@@ -299,7 +302,7 @@ class Publisher(Reconciliation):
                 "INSERT INTO temp.batch_boxes VALUES (?, ?, ?, ?, ?)",
                 zip(part[self.key][boxed].tolist(), minx, maxx, miny, maxy, strict=True),
             )
-        return Staged(int(np.bitwise_or.reduce(state)), new_fids, b[order])
+        return Staged(len(part), int(np.bitwise_or.reduce(state)), new_fids, b[order])
 
     def _log_changes(self, staged: Staged) -> None:
         """An update entry for each staged parcel whose content changed, naming the fields that did; compared
@@ -310,7 +313,7 @@ class Publisher(Reconciliation):
         self.con.execute(
             f"INSERT INTO {WORKING}.change_log (run_id, {k}, action, changed_fields, at) "
             f"SELECT ?, {k}, 'update', fields, ? FROM (SELECT b.rowid AS n, b.{k}, {self.changed_fields} AS fields "
-            f"FROM temp.batch_rows b JOIN {WORKING}.parcels p ON p.{k} = b.{k} "
+            f"FROM scratch.batch_rows b JOIN {WORKING}.parcels p ON p.{k} = b.{k} "
             f"WHERE b.staging_state & {STAGED_LOGGED}) WHERE fields != '[]' ORDER BY n",
             (self.run_id, self.now),
         )
@@ -318,6 +321,8 @@ class Publisher(Reconciliation):
     def _write_working(self, staged: Staged) -> None:
         """Staged parcels into the working DB: new ones inserted, the others rewritten in place (without the
         key: setting it, even to itself, would rewrite its index entry too)."""
+        if not staged.rows:
+            return
         k = q(self.key)
         carried = ", ".join(q(c) for c in [self.key, *self.attrs])
         status = ", ".join(ROW_STATUS)
@@ -325,7 +330,7 @@ class Publisher(Reconciliation):
         self.con.execute(
             f"INSERT INTO {WORKING}.parcels ({carried}, {status}, sync_status, sync_message, first_seen, "
             f"last_changed, last_synced, last_run_id, in_geo) SELECT {carried}, {status}, 'synced', CASE WHEN "
-            "sync_reason IS NOT NULL THEN ?1 END, ?2, ?2, ?2, ?3, 1 FROM temp.batch_rows "
+            "sync_reason IS NOT NULL THEN ?1 END, ?2, ?2, ?2, ?3, 1 FROM scratch.batch_rows "
             f"WHERE staging_state & {STAGED_EXISTING} = 0",
             params,
         )
@@ -336,7 +341,7 @@ class Publisher(Reconciliation):
         self.con.execute(
             f"UPDATE {WORKING}.parcels SET {sets}, sync_status = 'synced', sync_message = CASE WHEN "
             "b.sync_reason IS NOT NULL THEN ?1 END, first_seen = coalesce(first_seen, ?2), last_changed = ?2, "
-            f"last_synced = ?2, last_run_id = ?3, in_geo = 1 FROM temp.batch_rows b "
+            f"last_synced = ?2, last_run_id = ?3, in_geo = 1 FROM scratch.batch_rows b "
             f"WHERE b.staging_state & {STAGED_EXISTING} AND {WORKING}.parcels.{k} = b.{k}",
             params,
         )
@@ -350,7 +355,7 @@ class Publisher(Reconciliation):
         if staged.new_fids:
             self.con.execute(
                 f"INSERT INTO {t} (fid, geom, {carried}, sync_status, sync_note) SELECT staging_fid, staging_geom, "
-                f"{carried}, 'synced', sync_reason FROM temp.batch_rows WHERE staging_fid IS NOT NULL "
+                f"{carried}, 'synced', sync_reason FROM scratch.batch_rows WHERE staging_fid IS NOT NULL "
                 "ORDER BY rowid"  # the fid order (see _stage); by staging_fid, SQLite sorted every batch first
             )
             self._index_new(staged.new_fids, staged.new_bounds)
@@ -359,7 +364,7 @@ class Publisher(Reconciliation):
         sets = ", ".join(f"{q(a)} = b.{q(a)}" for a in self.attrs)
         self.con.execute(
             f"UPDATE {t} SET geom = b.staging_geom, {sets}, sync_status = 'synced', sync_note = b.sync_reason "
-            f"FROM temp.batch_rows b WHERE b.staging_state & {STAGED_IN_GEO} AND {t}.{k} = b.{k}"
+            f"FROM scratch.batch_rows b WHERE b.staging_state & {STAGED_IN_GEO} AND {t}.{k} = b.{k}"
         )
         self.con.execute(
             f"INSERT OR REPLACE INTO {r} (id, minx, maxx, miny, maxy) SELECT g.fid, b.minx, b.maxx, b.miny, "
