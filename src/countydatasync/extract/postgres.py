@@ -257,7 +257,7 @@ class PostgresSource(SqlSource):
         return session
 
     def run(self, session: Any, stmt: sa.Executable, params: dict[str, Any], results: bool = True) -> pd.DataFrame:
-        expanded = stmt.compile(dialect=self.adbc_dialect).construct_expanded_state(params)  # type: ignore[attr-defined]
+        expanded = self.compiled(stmt, self.adbc_dialect).construct_expanded_state(params)
         values = list(expanded.positional_parameters)
         try:
             cursor = session.cursor()

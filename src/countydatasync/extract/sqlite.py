@@ -111,8 +111,7 @@ class SqliteSource(SqlSource):
             raise PermanentSourceError(f"cannot open {self.description}: {str(exc).splitlines()[0]}") from None
 
     def run(self, session: Any, stmt: sa.Executable, params: dict[str, Any]) -> pd.DataFrame:
-        compiled = stmt.compile(dialect=self.engine.dialect)  # type: ignore[attr-defined]
-        expanded = compiled.construct_expanded_state(params)  # type: ignore[attr-defined]
+        expanded = self.compiled(stmt, self.engine.dialect).construct_expanded_state(params)
         values = list(expanded.positional_parameters)
         try:
             cursor = session.cursor()
