@@ -9,7 +9,7 @@ before, and reads it inside the transaction like any other table.
 
 from __future__ import annotations
 
-import os
+import shutil
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -34,24 +34,28 @@ class ScratchTable:
 
     def __init__(self, con: sqlite3.Connection, name: str, columns: list[str]) -> None:
         self.con, self.name, self.columns = con, name, columns
-        # Written and read back within a batch: the kernel rarely writes any of it to disk.
-        self.path = Path(tempfile.gettempdir()) / f"countydatasync-scratch-{os.getpid()}.sqlite"
 
     def fill(self, rows: pa.Table) -> None:
         """Replace the table's rows with `rows` (columns named and ordered as `columns`)."""
+        # In a directory of its own (mode 0700): no other account can swap the file between write and read.
+        # Written and read back within the batch, it seldom reaches the disk.
+        directory = None
         try:
-            self.path.unlink(missing_ok=True)
-            with adbc.connect(str(self.path), autocommit=True) as scratch, scratch.cursor() as cursor:
+            directory = Path(tempfile.mkdtemp(prefix="countydatasync-"))
+            path = directory / "batch.sqlite"
+            with adbc.connect(str(path), autocommit=True) as scratch, scratch.cursor() as cursor:
                 cursor.execute("PRAGMA journal_mode = OFF")
                 cursor.execute("PRAGMA synchronous = OFF")  # a scratch file: nothing to keep after a crash
                 cursor.execute(f"CREATE TABLE {q(self.name)} ({', '.join(q(c) for c in self.columns)})")
                 cursor.adbc_ingest(self.name, rows, mode="append")
-            data = self.path.read_bytes()
+            data = path.read_bytes()
         except (adbc.Error, OSError) as exc:
             raise PublishError(
-                f"could not write a batch to the scratch file {self.path} ({str(exc).splitlines()[0]}): free "
-                "space there (TMPDIR moves it). Nothing was published; the previous state is intact."
+                f"could not write a batch to a scratch file in {directory or tempfile.gettempdir()} "
+                f"({str(exc).splitlines()[0]}): free space there, or set TMPDIR to a directory with room. "
+                "Nothing was published; the previous state is intact."
             ) from exc
         finally:
-            self.path.unlink(missing_ok=True)
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
         self.con.deserialize(data, name=SCHEMA)

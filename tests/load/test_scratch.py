@@ -1,0 +1,68 @@
+"""Batches staged through ADBC's SQLite driver (load/scratch.py): values keep their storage class, and a
+scratch file that cannot be written fails the run cleanly."""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from countydatasync.errors import PublishError
+from countydatasync.sync import run_sync
+
+from ..sync.helpers import file_digests
+
+# The storage class SQLite should hold for each declared type (besides NULL).
+STORAGE = {"TEXT": "text", "REAL": "real", "INTEGER": "integer", "DATE": "text", "DATETIME": "text"}
+
+
+def _classes(path: Path, table: str) -> dict[str, set[str]]:
+    """Column -> the storage classes its values have."""
+    con = sqlite3.connect(path)
+    try:
+        columns = [(row[1], row[2].upper()) for row in con.execute(f'PRAGMA table_info("{table}")')]
+        found = {}
+        for name, declared in columns:
+            kinds = {r[0] for r in con.execute(f'SELECT DISTINCT typeof("{name}") FROM "{table}"')}
+            found[name] = (declared, kinds)
+        return found
+    finally:
+        con.close()
+
+
+def test_values_are_stored_in_the_class_their_column_declares(sample_db: Path, make_settings) -> None:
+    settings = make_settings(sample_db)
+    run_sync(settings)
+    out = settings.output
+    checked = 0
+    for path, table in [(out.working_path, "parcels"), (out.geo_path, settings.output.layer)]:
+        for name, (declared, kinds) in _classes(path, table).items():
+            if declared == "MULTIPOLYGON":
+                assert kinds == {"blob"}, name
+            elif declared in STORAGE:
+                assert kinds <= {STORAGE[declared], "null"}, f"{table}.{name} ({declared}) holds {kinds}"
+                checked += STORAGE[declared] in kinds
+    assert checked > 40  # most columns of both tables hold values of their own class
+    hashes = sqlite3.connect(out.working_path).execute(
+        "SELECT count(*) FROM parcels WHERE typeof(attr_hash) = 'integer' AND typeof(geom_hash) = 'integer'"
+    )
+    assert hashes.fetchone()[0] > 2_500
+
+
+def test_an_unwritable_scratch_directory_fails_the_run_and_keeps_the_previous_state(
+    source_copy: Path, make_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(source_copy)
+    run_sync(settings)
+    before = file_digests(settings)
+    missing = tmp_path / "no such directory"
+    monkeypatch.setattr(tempfile, "tempdir", str(missing))  # what TMPDIR pointing nowhere gives
+    with pytest.raises(PublishError, match="could not write a batch to a scratch file in") as failure:
+        run_sync(settings, full=True)
+    assert str(missing) in str(failure.value) and "TMPDIR" in str(failure.value)
+    assert file_digests(settings) == before
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert run_sync(settings, full=True).status == "succeeded"
+    assert not list(tmp_path.glob("countydatasync-*"))  # the scratch file goes with its batch

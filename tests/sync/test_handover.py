@@ -1,0 +1,125 @@
+"""Batches handed from the extract process to the writer (sync/handover.py), and what each side does when
+the other one dies."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from countydatasync.errors import SourceError
+from countydatasync.sync import handover, producer
+
+from .helpers import sync_in_thread
+
+
+def test_items_arrive_whole_and_in_order_however_the_bytes_are_split() -> None:
+    """Messages far larger than the socket's buffer, sent by a slow sender: the receiver waits (calling
+    `waiting` while nothing comes) and reads each into its kept buffer, which a later, smaller one reuses."""
+    ours, theirs = socket.socketpair()
+    items = [np.arange(2_000_000), {"small": "é" * 10}, np.arange(500_000) * 3, "end"]
+    waited: list[float] = []
+
+    def send_slowly() -> None:
+        for item in items:
+            time.sleep(0.3)
+            handover.send(theirs, item)
+        theirs.close()
+
+    sender = threading.Thread(target=send_slowly)
+    sender.start()
+    receiver = handover.Receiver(ours, lambda: waited.append(time.monotonic()), poll_seconds=0.05)
+    received = [receiver.receive() for _ in items]
+    sender.join()
+    assert np.array_equal(received[0], items[0]) and np.array_equal(received[2], items[2])
+    assert received[1] == items[1] and received[3] == "end"
+    assert waited, "the receiver never reported waiting for the slow sender"
+    with pytest.raises(EOFError):
+        receiver.receive()  # the sender closed its end
+    ours.close()
+
+
+def test_waiting_can_give_up() -> None:
+    ours, theirs = socket.socketpair()
+
+    def give_up() -> None:
+        raise SourceError("nothing came")
+
+    receiver = handover.Receiver(ours, give_up, poll_seconds=0.05)
+    theirs.sendall(handover.LENGTH.pack(100) + b"x" * 10)  # a message cut short: the receiver waits for the rest
+    with pytest.raises(SourceError, match="nothing came"):
+        receiver.receive()
+    ours.close()
+    theirs.close()
+
+
+def test_a_killed_extract_process_fails_the_run_and_publishes_nothing(
+    sample_db: Path, make_settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(producer, "PROCESS_THRESHOLD", 0)
+    settings = make_settings(sample_db, source={"batch_size": 200})
+    killed: list[int] = []
+
+    def kill_the_child(stage: str, done: int, total: int | None) -> None:
+        if done and not killed:
+            child = next(p for p in mp.active_children() if p.name == "countydatasync-extract")
+            assert child.pid is not None
+            os.kill(child.pid, signal.SIGKILL)
+            killed.append(child.pid)
+
+    runner, failures = sync_in_thread(settings, kill_the_child)
+    assert not runner.is_alive()
+    assert killed and len(failures) == 1 and isinstance(failures[0], SourceError), failures
+    assert "the extract process ended unexpectedly (exit code -9)" in str(failures[0])
+    out = settings.output
+    assert not [p for p in (out.geo_path, out.stats_path, out.working_path) if p.exists()]  # a first run: no files
+
+
+SLOW_RUN = """
+import sys, time
+from countydatasync.settings import Settings
+from countydatasync.sync import producer, run_sync
+producer.PROCESS_THRESHOLD = 0
+settings = Settings(source={"url": "sqlite:///" + sys.argv[1], "batch_size": 100}, output={"directory": sys.argv[2]})
+run_sync(settings, progress=lambda stage, done, total: time.sleep(0.5))  # a slow writer: the child waits on it
+"""
+
+
+def test_the_extract_process_ends_when_its_parent_is_killed(sample_db: Path, tmp_path: Path) -> None:
+    """SIGKILL gives the parent no chance to stop its child: the child sees the connection closed and ends
+    instead of living on as an orphan."""
+    parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(SLOW_RUN), str(sample_db), str(tmp_path / "out")])
+    try:
+        deadline = time.monotonic() + 60
+        children: list[psutil.Process] = []
+        while not children and time.monotonic() < deadline and parent.poll() is None:
+            children = psutil.Process(parent.pid).children()
+            time.sleep(0.1)
+        assert children, "the run started no extract process"
+        time.sleep(1.0)  # the child is now blocked handing over a batch that the slow writer has not taken
+        parent.kill()
+        parent.wait(timeout=10)
+        _, alive = psutil.wait_procs(children, timeout=15)
+        assert not [p for p in alive if _running(p)], "the extract process outlived its killed parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
+def _running(process: psutil.Process) -> bool:
+    """Alive and not a zombie (an orphan's exit status waits for whoever reaps it here)."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
