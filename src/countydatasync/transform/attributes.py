@@ -256,11 +256,11 @@ def _one_to_utc(stamp: pd.Timestamp, timezone: str) -> pd.Timestamp:
 def _iso(stamps: pd.Series, unit: str) -> pd.Series:
     """ISO text of UTC timestamps: dates with unit 'D', GeoPackage DATETIME with unit 'ms'. Arrow text, like
     the other text columns: hashing and handing it on cost half what a column of Python strings does (and
-    the hashes are the same)."""
-    raw = stamps.dt.tz_localize(None).to_numpy().astype(f"datetime64[{unit}]")
-    text = pa.array(np.datetime_as_string(raw, unit=unit), mask=np.isnat(raw))
+    the hashes are the same). Arrow's cast to text takes a sixth of numpy's datetime_as_string."""
+    raw = pa.array(stamps.dt.tz_localize(None).to_numpy().astype(f"datetime64[{unit}]"))  # NaT -> null
+    text = pc.cast(raw, pa.string())  # 'YYYY-MM-DD' (date32), 'YYYY-MM-DD HH:MM:SS.sss' (timestamp[ms])
     if unit != "D":
-        text = pc.binary_join_element_wise(text, "Z", "")
+        text = pc.binary_join_element_wise(pc.replace_substring(text, " ", "T", max_replacements=1), "Z", "")
     return pd.Series(pd.arrays.ArrowStringArray(text), index=stamps.index)
 
 
