@@ -205,3 +205,39 @@ def test_a_materialized_view_is_read_like_a_table(
         con.execute(f'CREATE MATERIALIZED VIEW {pg_schema}."MasterParcels" AS SELECT * FROM {pg_schema}."Base"')
     settings = _settings(pg_url, pg_schema, tmp_path, [{"source": "OwnerName", "name": "owner_name"}])
     assert _sync(settings).inserted == 2
+
+
+def test_numerics_and_dates_arrive_as_the_text_postgresql_writes(
+    pg_url: str, pg_conninfo: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """ADBC hands numerics over as their text and dates as dates; both reach the transform as Arrow text.
+    Integers past 2**53 stay exact, a numeric carried as text keeps PostgreSQL's spelling (not 1.000E-7, as
+    Python's Decimal would write it), and a numeric NaN is a bad value of its row."""
+    columns_sql = 'timestamp, "Big" numeric(30,0), "Price" numeric(14,2), "Tiny" numeric(20,10), "Sold" date'
+    rows = [
+        "now(), 9007199254740993, 1234.50, 0.0000001, '2024-05-01'",
+        "now(), NULL, NULL, NULL, NULL",
+        "now(), -9007199254740993, 'NaN', 12, '0001-01-01'",
+    ]
+    _table(pg_conninfo, pg_schema, columns_sql, rows)
+    columns = [
+        {"source": "Big", "name": "big", "type": "integer"},
+        {"source": "Price", "name": "price", "type": "real"},
+        {"source": "Price", "name": "price_text", "type": "text"},
+        {"source": "Tiny", "name": "tiny_text", "type": "text"},
+        {"source": "Sold", "name": "sold", "type": "date"},
+        {"source": "Sold", "name": "sold_text", "type": "text"},
+    ]
+    settings = _settings(pg_url, pg_schema, tmp_path, columns)
+    result = _sync(settings)
+    assert (result.extracted, result.inserted, result.rejected) == (3, 2, 1)
+    loaded = _working(
+        settings,
+        "SELECT pin, big, price, price_text, tiny_text, sold, sold_text FROM parcels WHERE sync_status = 'synced'",
+    )
+    assert sorted(loaded) == [
+        ("K0", 9007199254740993, 1234.5, "1234.50", "0.0000001000", "2024-05-01", "2024-05-01"),
+        ("K1", None, None, None, None, None, None),
+    ]
+    errors = _working(settings, "SELECT pin, reason, lower(message) FROM errors")
+    assert errors == [("K2", "bad_attribute", "column price: value 'nan' is not a valid value")]  # ADBC writes nan
