@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 WORKING, GEO, STATS = "main", "geo", "stats"
 # Page caches. Updates spread over the files want a larger one per database than a first load, which
 # appends (8 MiB: 0.8 s faster at 1,000,000 parcels than 16, and 17 MiB less memory; 16 MiB for a
-# revaluation: 1.5 s faster than 8). The temp database holds the batch being staged: at SQLite's
-# default 2 MiB it spilled every batch to the temp file (32 MiB: 1.2 s off a first load, 38 MiB more).
+# revaluation: 1.5 s faster than 8). The temp database holds the run's key bookkeeping (the keys seen, the
+# source's key set): 32 MiB, chosen when it held the staged batch too; with the batch staged in memory
+# (load/scratch.py), 2 MiB measured the same within the noise, so it was left.
 CACHE_MIB, APPEND_CACHE_MIB, TEMP_CACHE_MIB = 16, 8, 32
 
 
