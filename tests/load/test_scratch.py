@@ -6,10 +6,12 @@ from __future__ import annotations
 import sqlite3
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from countydatasync.errors import PublishError
+from countydatasync.load import scratch
 from countydatasync.sync import run_sync
 
 from ..sync.helpers import file_digests
@@ -66,3 +68,14 @@ def test_an_unwritable_scratch_directory_fails_the_run_and_keeps_the_previous_st
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     assert run_sync(settings, full=True).status == "succeeded"
     assert not list(tmp_path.glob("countydatasync-*"))  # the scratch file goes with its batch
+
+
+def test_a_python_whose_sqlite_cannot_deserialize_is_refused_before_anything_is_opened(
+    sample_db: Path, make_settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(sample_db)
+    # An older build: sqlite3.Connection without deserialize (a C type, so the module is stood in for).
+    monkeypatch.setattr(scratch, "sqlite3", SimpleNamespace(Connection=object, sqlite_version="3.31.1"))
+    with pytest.raises(PublishError, match=r"SQLite \(3\.31\.1\) cannot load a database from memory .* 3\.36 or"):
+        run_sync(settings)
+    assert not settings.output.working_path.exists()

@@ -23,6 +23,16 @@ from countydatasync.load.geopackage import q
 SCHEMA = "scratch"
 
 
+def require_support() -> None:
+    """Python 3.11+ has Connection.deserialize where its SQLite was built with the API (the default since
+    SQLite 3.36)."""
+    if not hasattr(sqlite3.Connection, "deserialize"):
+        raise PublishError(
+            f"this Python's SQLite ({sqlite3.sqlite_version}) cannot load a database from memory (sqlite3's "
+            "deserialize), which staging needs: use a Python built with SQLite 3.36 or later"
+        )
+
+
 def attach(con: sqlite3.Connection) -> None:
     """Make room for scratch tables; before the run's transaction begins (ATTACH is refused inside one)."""
     con.execute(f"ATTACH DATABASE ':memory:' AS {SCHEMA}")

@@ -41,6 +41,7 @@ class StagingTransaction:
     """
 
     def __init__(self, output: OutputSettings, dry_run: bool = False) -> None:
+        scratch.require_support()
         output.directory.mkdir(parents=True, exist_ok=True)
         self.paths = {WORKING: output.working_path, GEO: output.geo_path, STATS: output.stats_path}
         try:

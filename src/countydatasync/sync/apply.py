@@ -112,9 +112,8 @@ class Publisher(Reconciliation):
         self.next_fid = max(seq[0] if seq else 0, top or 0) + 1
         con.execute(f"CREATE TEMP TABLE IF NOT EXISTS seen ({q(self.key)} TEXT PRIMARY KEY)")
         # Every parcel a batch writes, bound once (in C, see load/scratch.py); SQLite copies the values on from
-        # scratch.batch_rows. staging_state holds
-        # the STAGED_* bits; staging_fid is set for parcels the layer gets a new feature for. (These names are
-        # reserved in the settings, so no carried column can clash.)
+        # scratch.batch_rows. staging_state holds the STAGED_* bits; staging_fid is set for parcels the layer
+        # gets a new feature for. (These names are reserved in the settings, so no carried column can clash.)
         self.row_columns = [self.key, *self.attrs, *ROW_STATUS, "staging_state", "staging_fid", "staging_geom"]
         self.batch_rows = ScratchTable(con, "batch_rows", self.row_columns)
         # New boxes of existing features whose geometry moved: few, so they travel apart.

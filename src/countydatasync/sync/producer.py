@@ -1,6 +1,8 @@
 """Extract and transform run ahead of the writer: in a thread for small runs, in a second process for big
-full scans. SQLite parameter binding and pandas both need the GIL, so a thread overlaps little; a process
-gives the writer a core of its own. At most two batches wait in the queue either way.
+full scans. pandas and much of the writer's work need the GIL, so a thread overlaps little; a process
+gives the writer a core of its own. The producer is at most a batch or two ahead: a thread hands over
+through a queue of one, a process through a socket pair (see handover.py), whose send waits for the
+writer to take the batch.
 """
 
 from __future__ import annotations
