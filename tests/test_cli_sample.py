@@ -64,3 +64,19 @@ def test_demo_in_a_folder_whose_name_means_something_in_a_url(
     assert "│ extracted         │     200 │" in result.output
     assert sorted(p.name for p in Path(directory).iterdir()) == ["data", "staging"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [directory, "logs"]  # nothing under a cut-off name
+
+
+def test_demo_runs_on_the_defaults_whatever_the_folder_and_environment_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`demo` used to take CDS_ variables and `.env` lines too: a stray CDS_SOURCE__TABLE failed it, and a
+    line of `.env` meant for another tool failed it with a traceback that showed the line's value."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("PGPASSWORD=s3cret-value\nCDS_SOURCE_URL=meant-for-another-setup\n")
+    (tmp_path / "countydatasync.toml").write_text('[source]\ntable = "Elsewhere"\n')
+    monkeypatch.setenv("CDS_SOURCE__TABLE", "Nope")
+    monkeypatch.setenv("CDS_ALERTS__TO", "not-json@county.local")
+    result = runner.invoke(app, ["demo", "--parcels", "300"])
+    assert result.exit_code == 0, result.output
+    assert "s3cret-value" not in result.output
+    assert "extracted" in result.output and (tmp_path / "staging" / "parcels.gpkg").is_file()

@@ -61,9 +61,9 @@ def test_invalid_settings_name_each_problem_but_never_echo_a_value(
     with pytest.raises(ConfigError) as info:
         load_settings(env_file=env)
     assert str(info.value) == (
-        "invalid settings (defaults):\n"
+        "invalid settings (defaults, .env):\n"
         "  source.batch_size: Input should be a valid integer, unable to parse string as an integer\n"
-        "  cds_source_password: Extra inputs are not permitted"
+        "  source_password: Extra inputs are not permitted"
     )
     assert info.value.__cause__ is None and info.value.__suppress_context__  # no ValidationError with the input
 

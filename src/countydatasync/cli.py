@@ -24,7 +24,7 @@ from countydatasync import __version__
 from countydatasync.errors import CountyDataSyncError
 from countydatasync.ops import commands as ops_commands
 from countydatasync.ops.redact import redact
-from countydatasync.settings import DEFAULT_CONFIG_FILE, Settings, load_settings, settings_template
+from countydatasync.settings import DEFAULT_CONFIG_FILE, ResolvedSettings, Settings, load_settings, settings_template
 from countydatasync.sync.result import RunResult
 from countydatasync.web.commands import serve
 
@@ -194,12 +194,14 @@ def _report(result: RunResult) -> None:
 def _run(settings: Settings, full: bool = False, dry_run: bool = False) -> RunResult:
     """A sync with rotating logs and e-mail alerts; the alert sees the original error before it is printed."""
     from countydatasync.ops.alerts import notify_run, run_and_notify
+    from countydatasync.ops.credentials import warn_about_env_file
     from countydatasync.ops.logs import configure_logging
     from countydatasync.sync import run_sync
 
     with _errors():
         try:
             configure_logging(settings, console_stream=err)
+            warn_about_env_file()
         except CountyDataSyncError as exc:
             # No run without its log file: unattended, the file is the only record of what a run did. The
             # run fails (exit 1) and, like any failed run, is e-mailed, so the setting is fixed the same day.
@@ -297,7 +299,7 @@ def demo(
         with _errors():
             write_sample_county(source, SampleCounty(parcels=parcels))
     url = URL.create("sqlite", database=str(source)).render_as_string()  # escapes '%', '?' and '#' in the path
-    settings = Settings(source={"url": url}, output={"directory": directory / "staging"})
+    settings = ResolvedSettings(source={"url": url}, output={"directory": directory / "staging"})
     with _ends_cleanly_when_stopped("demo", SYNC_STOPPED):
         result = _run(settings)
     _report(result)

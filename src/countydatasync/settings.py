@@ -441,6 +441,9 @@ class Settings(BaseSettings):
         env_prefix="CDS_",
         env_nested_delimiter="__",
         env_file=".env",
+        # Lines of `.env` without the CDS_ prefix belong to other tools (PGPASSWORD, say) and are left alone;
+        # a CDS_ line that names no setting is an error, as in the environment.
+        dotenv_filtering="match_prefix",
         extra="forbid",
         toml_file=None,
     )
@@ -486,6 +489,23 @@ class Settings(BaseSettings):
             if column.name == name:
                 return column.type
         raise KeyError(name)
+
+
+class ResolvedSettings(Settings):
+    """Settings from the values given and the defaults only: no settings file, `.env` or environment is
+    read. For the demo, which runs on the defaults wherever it is started, and for a child process's copy
+    of settings resolved already."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
 
 
 def _is_list(annotation: object) -> bool:
@@ -563,8 +583,8 @@ def load_settings(config: Path | None = None, env_file: Path | None = Path(".env
     class _FromFile(Settings):
         model_config = SettingsConfigDict(toml_file=path if path.is_file() else None)
 
-    where = path if path.is_file() else "defaults"
     env_file = env_file if env_file and env_file.is_file() else None
+    where = f"{path if path.is_file() else 'defaults'}{', .env' if env_file else ''}"
     try:
         _check_variables(env_file)
         settings = _FromFile(_env_file=env_file)  # type: ignore[call-arg]
@@ -575,9 +595,9 @@ def load_settings(config: Path | None = None, env_file: Path | None = Path(".env
         raise ConfigError(f"invalid settings ({where}):\n  " + "\n  ".join(problems)) from None
     except ValueError as exc:  # a malformed TOML file
         raise ConfigError(f"invalid settings ({where}): {exc}") from exc
-    from countydatasync.ops.credentials import complete_settings  # passwords from the OS store, .env check
+    from countydatasync.ops.credentials import complete_settings  # passwords from the OS store
 
-    return complete_settings(settings, env_file)
+    return complete_settings(settings)
 
 
 def _toml_value(value: object) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import logging
 import os
 from pathlib import Path
 
@@ -22,6 +21,8 @@ from countydatasync.ops.credentials import (
     source_key,
 )
 from countydatasync.settings import load_settings
+
+from .cli import run_cli
 
 PASSWORD = "Kr;ng}pa@ss% 1"
 TOML = """
@@ -96,24 +97,30 @@ def test_no_usable_store_is_a_clear_error_and_does_not_break_loading(
         assert settings.source.password is None
         with pytest.raises(CredentialStoreError, match="CDS_SOURCE__PASSWORD"):
             set_password(settings, PASSWORD)
+        with pytest.raises(CredentialStoreError, match="set CDS_ALERTS__PASSWORD in the environment"):
+            set_password(settings, PASSWORD, smtp=True)  # the SMTP password's own variable, not the source's
     finally:
         keyring.set_keyring(previous)
 
 
-def test_a_dotenv_others_can_read_is_warned_about(clean_env: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_dotenv_others_can_read_is_warned_about_by_a_sync(sample_db: Path, clean_env: Path) -> None:
+    """The warning used to be logged while the settings were read, before the run's logging was set up,
+    and went nowhere. It reaches the console and the log file now; a private .env gets no warning."""
     if os.name != "posix":
         pytest.skip("POSIX permission bits")
     dotenv = clean_env / ".env"
-    dotenv.write_text("CDS_SOURCE__PASSWORD=x\n")
+    dotenv.write_text(f"CDS_SOURCE__URL=sqlite:///{sample_db}\nPGPASSWORD=for-another-tool\n")
     dotenv.chmod(0o644)
-    caplog.set_level(logging.WARNING)
-    load_settings(env_file=dotenv)
-    assert "other users may read it (mode 644); run `chmod 600" in caplog.text
+    done = run_cli(clean_env, "sync")
+    assert done.returncode == 0, done.stderr
+    warning = "other users may read it (mode 644); run `chmod 600 .env`"
+    assert warning in done.stderr
+    assert warning in (clean_env / "logs" / "countydatasync.log").read_text()
+    assert "for-another-tool" not in done.stderr + done.stdout  # a line for another tool is left alone
     dotenv.chmod(0o600)
     assert env_file_warning(dotenv) is None
-    caplog.clear()
-    assert load_settings(env_file=dotenv).source.password.get_secret_value() == "x"  # type: ignore[union-attr]
-    assert "other users" not in caplog.text
+    again = run_cli(clean_env, "sync")
+    assert again.returncode == 0 and "other users" not in again.stderr
 
 
 def test_cli_set_and_delete_never_show_the_password(file_keyring: Path, clean_env: Path) -> None:

@@ -70,7 +70,7 @@ def set_password(settings: Settings, password: str, smtp: bool = False) -> str:
     try:
         keyring.set_password(SERVICE, key, password)
     except keyring.errors.KeyringError as exc:
-        raise CredentialStoreError(_store_problem(exc)) from None
+        raise CredentialStoreError(_store_problem(exc, smtp)) from None
     return key
 
 
@@ -81,7 +81,7 @@ def delete_password(settings: Settings, smtp: bool = False) -> bool:
     except keyring.errors.PasswordDeleteError:
         return False
     except keyring.errors.KeyringError as exc:
-        raise CredentialStoreError(_store_problem(exc)) from None
+        raise CredentialStoreError(_store_problem(exc, smtp)) from None
     return True
 
 
@@ -94,11 +94,20 @@ def stored_password(settings: Settings, smtp: bool = False) -> str | None:
         return None
 
 
-def _store_problem(exc: BaseException) -> str:
+def _store_problem(exc: BaseException, smtp: bool) -> str:
+    variable = "CDS_ALERTS__PASSWORD" if smtp else "CDS_SOURCE__PASSWORD"
     return (
-        f"the OS credential store is not usable ({type(exc).__name__}: {exc}); set CDS_SOURCE__PASSWORD "
+        f"the OS credential store is not usable ({type(exc).__name__}: {exc}); set {variable} "
         "in the environment or a .env file readable only by the service account instead"
     )
+
+
+def warn_about_env_file(path: Path = Path(".env")) -> None:
+    """Log `env_file_warning` for the working folder's `.env`; for the entry points, once their logging is
+    configured (while the settings are read, there is nowhere yet for the warning to go)."""
+    warning = env_file_warning(path)
+    if warning:
+        log.warning(warning)
 
 
 def env_file_warning(path: Path | None) -> str | None:
@@ -112,12 +121,9 @@ def env_file_warning(path: Path | None) -> str | None:
     return None
 
 
-def complete_settings(settings: Settings, env_file: Path | None = None) -> Settings:
-    """Settings with missing passwords filled from the credential store, after warning about a `.env`
-    other users can read. The hook `load_settings` calls after reading the settings."""
-    warning = env_file_warning(env_file)
-    if warning:
-        log.warning(warning)
+def complete_settings(settings: Settings) -> Settings:
+    """Settings with missing passwords filled from the credential store. The hook `load_settings` calls
+    after reading the settings."""
     updates: dict[str, object] = {}
     source = settings.source
     password = _given(source.password)

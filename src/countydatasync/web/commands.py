@@ -67,12 +67,14 @@ def serve(
     """Serve the dashboard, the parcel map and the REST API (docs at /docs); optionally sync on a schedule."""
     import uvicorn
 
+    from countydatasync.ops.credentials import warn_about_env_file
     from countydatasync.ops.logs import configure_logging
     from countydatasync.web.app import create_app, freeze_startup_heap
 
     try:
         settings = with_schedule(load_settings(config), every, cron)
         configure_logging(settings)  # the edge configures logging once (rotating file, redaction)
+        warn_about_env_file()
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
