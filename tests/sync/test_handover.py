@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import pytest
 
 from countydatasync.errors import SourceError
 from countydatasync.sync import handover, producer
+from countydatasync.transform import TransformPlan, transform_batch
 
 from .helpers import sync_in_thread
 
@@ -123,3 +125,88 @@ def _running(process: psutil.Process) -> bool:
         return process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def _extract_process() -> mp.process.BaseProcess:
+    return next(p for p in mp.active_children() if p.name == "countydatasync-extract")
+
+
+def test_an_extract_process_that_handed_over_everything_exits_by_itself(sample_db: Path, make_settings) -> None:
+    """Not stopped by SIGTERM while it closes its source (a PostgreSQL session dropped mid-goodbye)."""
+    settings = make_settings(sample_db)
+    children: list[mp.process.BaseProcess] = []
+    for batch in producer.in_process(settings, TransformPlan.from_settings(settings), None):
+        children = children or [_extract_process()]
+        assert batch.extracted
+    assert children and children[0].exitcode == 0
+
+
+def _stuck_after_first_batch(raw, plan, first_row):  # noqa: ANN001, ANN202  # stands in for transform_batch
+    if first_row:
+        # Ignoring SIGTERM stands in for a Python handler that cannot run while the child is inside C code
+        # (a long page fetch): the CLI's handler, which every forked child inherits, is one.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(120)
+    return transform_batch(raw, plan, first_row)
+
+
+def test_an_extract_process_that_does_not_end_on_sigterm_is_killed_when_the_run_ends(
+    sample_db: Path, make_settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Else it lives on, and the writer's exit waits for it (multiprocessing joins daemonic children)."""
+    monkeypatch.setattr(producer, "transform_batch", _stuck_after_first_batch)
+    monkeypatch.setattr(producer, "EXIT_SECONDS", 1.0)
+    settings = make_settings(sample_db, source={"batch_size": 200})
+    batches = producer.in_process(settings, TransformPlan.from_settings(settings), None)
+    next(batches)
+    child = _extract_process()
+    time.sleep(0.5)  # the child is now in its second batch, deaf to SIGTERM
+    batches.close()  # the writer failed
+    assert not child.is_alive(), "the extract process outlived its run"
+    assert child not in mp.active_children()
+
+
+def _wait_until_blocked_sending(pid: int) -> None:
+    """Until the process waits in the kernel for room to send (where Linux shows it), at most 10 s."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if "send" in Path(f"/proc/{pid}/wchan").read_text():
+                return
+        except OSError:
+            break
+        time.sleep(0.05)
+    time.sleep(2.0)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_ctrl_c_in_the_extract_process_mid_batch_hands_over_the_batch_whole_then_the_interrupt(
+    sample_db: Path, make_settings
+) -> None:
+    """A KeyboardInterrupt raised halfway through a message left the writer the message cut short, with the
+    next one read as its rest: the batch was lost and the run failed as 'ended unexpectedly (exit code 0)'."""
+    settings = make_settings(sample_db, source={"batch_size": 1_500})  # a message far larger than the socket's buffers
+    batches = producer.in_process(settings, TransformPlan.from_settings(settings), None)
+    with closing(batches):
+        first = next(batches)
+        child = _extract_process()
+        assert child.pid is not None
+        _wait_until_blocked_sending(child.pid)  # the second batch: part sent, the rest waits for us
+        os.kill(child.pid, signal.SIGINT)  # the forked child has Python's handler: KeyboardInterrupt
+        time.sleep(0.5)
+        second = next(batches)
+        with pytest.raises(KeyboardInterrupt):
+            next(batches)
+    assert first.extracted > 1_000 and second.extracted > 1_000  # pages end between keys, near 1,500 rows
+
+
+def test_the_extract_process_reads_the_settings_it_is_given_and_not_the_environment_again(
+    sample_db: Path, make_settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's settings ignore the environment and `.env` on purpose; the child read them again, and a
+    CDS_ variable of another version (naming no setting) failed the run there."""
+    settings = make_settings(sample_db)
+    monkeypatch.setenv("CDS_SOURCE__NO_SUCH_SETTING", "1")
+    monkeypatch.setenv("CDS_OUTPUT__LAYER", "not_the_run_layer")
+    batches = list(producer.in_process(settings, TransformPlan.from_settings(settings), None))
+    assert sum(b.extracted for b in batches) == 3_000

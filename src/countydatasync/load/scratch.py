@@ -62,7 +62,8 @@ class ScratchTable:
         except (adbc.Error, OSError) as exc:
             raise PublishError(
                 f"could not write a batch to a scratch file in {directory or tempfile.gettempdir()} "
-                f"({str(exc).splitlines()[0]}): free space there, or set TMPDIR to a directory with room. "
+                f"({(str(exc).splitlines() or [type(exc).__name__])[0]}): free space there, or set TMPDIR to a "
+                "directory with room. "
                 "Nothing was published; the previous state is intact."
             ) from exc
         finally:

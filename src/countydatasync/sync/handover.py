@@ -9,19 +9,52 @@ is also how either side learns that the other one has gone.
 from __future__ import annotations
 
 import pickle
+import signal
 import socket
 import struct
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 LENGTH = struct.Struct("<Q")
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class ReceiverGone(Exception):
+    """The receiving end of the connection was closed: the writer has gone."""
 
 
 def send(channel: socket.socket, item: Any) -> None:
-    """Blocks until the receiver has room; raises OSError (BrokenPipeError) once it has gone."""
+    """Blocks until the receiver has room; raises ReceiverGone once it has gone."""
     data = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
-    channel.sendall(LENGTH.pack(len(data)))
-    channel.sendall(data)
+    try:
+        with _signals_held():
+            channel.sendall(LENGTH.pack(len(data)))
+            channel.sendall(data)
+    except (BrokenPipeError, ConnectionResetError) as exc:
+        raise ReceiverGone from exc
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Python's handlers of SIGINT and SIGTERM run after the block, not inside it. sendall runs them between
+    the pieces it writes, and an exception one raises (Ctrl-C's KeyboardInterrupt) left the receiver a
+    message cut short, with the next one read as its rest."""
+    if threading.current_thread() is not threading.main_thread():  # handlers run in the main thread only
+        yield
+        return
+    handlers = {s: h for s in HELD_SIGNALS if callable(h := signal.getsignal(s))}
+    caught: list[int] = []
+    for held in handlers:
+        signal.signal(held, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for held, handler in handlers.items():
+            signal.signal(held, handler)
+        for signum in caught:  # now the handlers act, between two messages
+            signal.raise_signal(signum)
 
 
 class Receiver:

@@ -25,7 +25,7 @@ import pandas as pd
 from countydatasync.errors import SourceError
 from countydatasync.extract import open_source
 from countydatasync.extract.base import RAW_KEY
-from countydatasync.settings import Settings
+from countydatasync.settings import ResolvedSettings, Settings
 from countydatasync.sync import handover
 from countydatasync.transform import TransformedBatch, TransformPlan, transform_batch
 from countydatasync.transform.batch import normalize_keys
@@ -33,6 +33,7 @@ from countydatasync.transform.batch import normalize_keys
 DONE = "__done__"
 PROCESS_THRESHOLD = 50_000  # rows; below this, starting a process costs more than it saves (100,000: 3.5 s -> 2.7 s)
 STALL_SECONDS = 600.0  # a child that hands over no batch for this long is stuck, not slow: stop it, fail the run
+EXIT_SECONDS = 5.0  # how long a child is given to end by itself, then after SIGTERM
 
 # fork where there is one: the child shares the parent's loaded libraries instead of importing them again
 # (faster start, less memory); Windows only has spawn (the frozen executable calls freeze_support).
@@ -105,6 +106,9 @@ def in_process(
     )
     try:
         child.start()
+    except BaseException:
+        ours.close()
+        raise
     finally:
         theirs.close()  # the child's end is the child's alone: its exit closes the connection
     deadline = time.monotonic() + STALL_SECONDS
@@ -127,16 +131,27 @@ def in_process(
         try:
             return receiver.receive()
         except EOFError:
-            child.join(timeout=5)
+            child.join(timeout=EXIT_SECONDS)
             raise SourceError(f"the extract process ended unexpectedly (exit code {child.exitcode})") from None
 
     try:
         yield from _consume(get)
+        child.join(timeout=EXIT_SECONDS)  # it handed over everything: let it close its source and exit
     finally:
         ours.close()  # a child still sending sees the connection closed, and ends
-        if child.is_alive():
-            child.terminate()
-        child.join(timeout=5)
+        _stop(child)
+
+
+def _stop(child: Any) -> None:
+    """End the child for good. SIGTERM first; SIGKILL when that did not end it: a Python handler of SIGTERM
+    (a forked child inherits the CLI's) only runs once the child is out of the C code it is in, and a child
+    left running made the writer's exit wait for it (multiprocessing joins its daemonic children)."""
+    if child.is_alive():
+        child.terminate()
+        child.join(timeout=EXIT_SECONDS)
+    if child.is_alive():
+        child.kill()
+        child.join(timeout=EXIT_SECONDS)
 
 
 def _consume(get: Any) -> Iterator[TransformedBatch]:
@@ -172,14 +187,14 @@ def _child(
     parent_end.close()  # a forked child holds a copy; the parent's exit would not close the connection
     source = None
     try:
-        source = open_source(Settings(**settings_data))
+        source = open_source(ResolvedSettings(**settings_data))  # resolved by the parent: no file or variable read
         first_row = 0
         for raw in without_keys(source.batches(modified_since=since), skip):  # type: ignore[arg-type]
             item = transform_batch(raw, plan, first_row)
             first_row += len(raw)
             handover.send(channel, item)
         handover.send(channel, DONE)
-    except (BrokenPipeError, ConnectionResetError):
+    except handover.ReceiverGone:
         return  # the parent has gone
     except BaseException as exc:
         _send_failure(channel, exc)
@@ -195,5 +210,5 @@ def _send_failure(channel: socket.socket, exc: BaseException) -> None:
             handover.send(channel, exc)
         except (pickle.PicklingError, TypeError, AttributeError):  # not picklable: send its text
             handover.send(channel, SourceError(f"{type(exc).__name__}: {exc}"))
-    except OSError:  # the parent has gone meanwhile
+    except handover.ReceiverGone:  # the parent has gone meanwhile
         pass
