@@ -2,7 +2,7 @@
 connection loads that file into memory (sqlite3's deserialize) as the attached schema `scratch`.
 
 Bound one value at a time from Python (sqlite3's executemany), the rows cost the writer 5.6 s per
-1,000,000 parcels, over a third of its time; this way they cost about 2.2 s. The run's connection cannot
+1,000,000 parcels, over a third of its time; this way they cost about 2.5 s. The run's connection cannot
 attach a file once its transaction has begun, but it can replace the content of a database attached
 before, and reads it inside the transaction like any other table.
 """
@@ -63,8 +63,7 @@ class ScratchTable:
             raise PublishError(
                 f"could not write a batch to a scratch file in {directory or tempfile.gettempdir()} "
                 f"({(str(exc).splitlines() or [type(exc).__name__])[0]}): free space there, or set TMPDIR to a "
-                "directory with room. "
-                "Nothing was published; the previous state is intact."
+                "directory with room. Nothing was published; the previous state is intact."
             ) from exc
         finally:
             if directory is not None:
