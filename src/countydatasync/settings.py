@@ -187,6 +187,12 @@ class SourceSettings(SettingsSection):
     retry_backoff_seconds: float = Field(
         default=1.0, ge=0, description="First retry delay; doubles on each further retry."
     )
+    connect_timeout_seconds: int = Field(
+        default=30,
+        ge=2,
+        description="A server source (PostgreSQL, SQL Server) that does not answer a connection attempt within "
+        "this long counts as down for that try, and the retries follow.",
+    )
 
     @field_validator("key_name")
     @classmethod

@@ -38,6 +38,12 @@ def test_each_scheme_opens_its_backend_lazily_and_masks_the_password(url: str, b
             "user": "cds",
             "password": SECRET,
             **({"port": "5432"} if ":5432" in url else {}),
+            # libpq's limits for a server that stops answering (tests/extract/test_connection_limits.py)
+            "connect_timeout": "30",
+            "keepalives": "1",
+            "keepalives_idle": "60",
+            "keepalives_interval": "10",
+            "keepalives_count": "5",
         }
 
 

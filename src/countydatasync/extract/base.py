@@ -39,6 +39,7 @@ class SourceSpec:
     batch_size: int
     max_retries: int = 5
     retry_backoff_seconds: float = 1.0
+    connect_timeout_seconds: int = 30
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SourceSpec:
@@ -54,6 +55,7 @@ class SourceSpec:
             batch_size=src.batch_size,
             max_retries=src.max_retries,
             retry_backoff_seconds=src.retry_backoff_seconds,
+            connect_timeout_seconds=src.connect_timeout_seconds,
         )
 
 

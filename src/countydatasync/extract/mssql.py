@@ -151,8 +151,9 @@ class MssqlSource(SqlSource):
     def __init__(self, url: URL, spec: SourceSpec) -> None:
         if url.drivername != "mssql+pyodbc":
             raise ConfigError(f"SQL Server sources use mssql+pyodbc:// URLs, not {url.drivername}://")
-        # fast_executemany is for writes; reads gain from a larger fetch, which pyodbc sizes itself.
-        super().__init__(url, spec, pool_pre_ping=True)
+        # fast_executemany is for writes; reads gain from a larger fetch, which pyodbc sizes itself. pyodbc's
+        # timeout is the login timeout: a server that does not answer fails the try instead of hanging it.
+        super().__init__(url, spec, pool_pre_ping=True, connect_args={"timeout": spec.connect_timeout_seconds})
         self._snapshot_allowed: bool | None = None
 
     @property

@@ -160,17 +160,33 @@ def is_transient(sqlstate: str | None, text: str, connection_error: bool = True)
     return connection_error and not any(marker in text for marker in REFUSED_LOGIN)
 
 
+def connection_limits(url: URL, connect_timeout: int) -> dict[str, int]:
+    """libpq's connection timeout and TCP keepalives, where the URL does not set them. Without them a try at
+    an unreachable server waits as long as the OS lets a connect hang (about two minutes), and a connection
+    that died without a word (a dropped VPN, a failed-over firewall) goes unnoticed for the OS's keepalive
+    idle time (two hours on Linux): a run hung instead of retrying."""
+    limits = {
+        "connect_timeout": connect_timeout,
+        "keepalives": 1,
+        "keepalives_idle": 60,
+        "keepalives_interval": 10,
+        "keepalives_count": 5,
+    }
+    return {name: value for name, value in limits.items() if name not in url.query}
+
+
 class PostgresSource(SqlSource):
     """MasterParcels in PostgreSQL, optionally with a PostGIS geometry or geography column."""
 
     def __init__(self, url: URL, spec: SourceSpec) -> None:
         # Plain postgresql:// URLs use psycopg 3 too (SQLAlchemy's default would be psycopg2).
         url = url.set(drivername="postgresql+psycopg")
-        super().__init__(url, spec, pool_pre_ping=True)
+        limits = connection_limits(url, spec.connect_timeout_seconds)
+        super().__init__(url, spec, pool_pre_ping=True, connect_args=limits)
         # ADBC connects with the libpq conninfo psycopg would use, every value quoted as libpq needs: a URI
         # rendered by SQLAlchemy keeps the spaces of a password, which libpq rejects, echoing the password.
         args, options = self.dialect.create_connect_args(url)
-        self.adbc_conninfo = make_conninfo(*args, **options)
+        self.adbc_conninfo = make_conninfo(*args, **limits, **options)
         # Statements compiled for ADBC use $1, $2 ... placeholders.
         self.adbc_dialect = pg_dialect.dialect(paramstyle="numeric_dollar")
         self.key_as_text = False
