@@ -79,3 +79,34 @@ def test_a_python_whose_sqlite_cannot_deserialize_is_refused_before_anything_is_
     with pytest.raises(PublishError, match=r"SQLite \(3\.31\.1\) cannot load a database from memory .* 3\.36 or"):
         run_sync(settings)
     assert not settings.output.working_path.exists()
+
+
+def test_ctrl_c_during_a_fill_reaches_python_and_the_batch_is_written_whole() -> None:
+    """In the main thread, ADBC swapped in its own SIGINT handler while a call ran: Ctrl-C cancelled the
+    scratch write (the run failed with a confusing scratch error) and never reached the CLI's handler,
+    which stops a run cleanly. The scratch work now runs in a worker thread."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import pyarrow as pa
+
+    con = sqlite3.connect(":memory:")
+    scratch.attach(con)
+    table = scratch.ScratchTable(con, "batch_rows", ["n", "text"])
+    rows = pa.table({"n": pa.array(range(3_000_000)), "text": pa.array(["a parcel's text"] * 3_000_000)})
+    caught: list[float] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(time.monotonic()))
+    try:
+        timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+        start = time.monotonic()
+        timer.start()
+        table.fill(rows)
+        end = time.monotonic()
+        timer.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert end - start > 0.3, "the fill ended before the signal came; make the batch bigger"
+    assert len(caught) == 1  # Python's handler saw Ctrl-C
+    assert con.execute("SELECT count(*), max(n) FROM scratch.batch_rows").fetchone() == (3_000_000, 2_999_999)

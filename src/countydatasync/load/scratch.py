@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import adbc_driver_sqlite.dbapi as adbc
@@ -47,6 +48,15 @@ class ScratchTable:
 
     def fill(self, rows: pa.Table) -> None:
         """Replace the table's rows with `rows` (columns named and ordered as `columns`)."""
+        # In a worker thread: in the main thread, ADBC swaps the process's SIGINT handler for its own while a
+        # call runs, and Ctrl-C then cancelled the statement (failing the run) instead of reaching Python's
+        # handler, which stops a run cleanly.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scratch") as worker:
+            data = worker.submit(self._written, rows).result()
+        self.con.deserialize(data, name=SCHEMA)
+
+    def _written(self, rows: pa.Table) -> bytes:
+        """The bytes of a scratch database holding `rows`."""
         # In a directory of its own (mode 0700): no other account can swap the file between write and read.
         # Written and read back within the batch, it seldom reaches the disk.
         directory = None
@@ -58,7 +68,7 @@ class ScratchTable:
                 cursor.execute("PRAGMA synchronous = OFF")  # a scratch file: nothing to keep after a crash
                 cursor.execute(f"CREATE TABLE {q(self.name)} ({', '.join(q(c) for c in self.columns)})")
                 cursor.adbc_ingest(self.name, rows, mode="append")
-            data = path.read_bytes()
+            return path.read_bytes()
         except (adbc.Error, OSError) as exc:
             raise PublishError(
                 f"could not write a batch to a scratch file in {directory or tempfile.gettempdir()} "
@@ -68,4 +78,3 @@ class ScratchTable:
         finally:
             if directory is not None:
                 shutil.rmtree(directory, ignore_errors=True)
-        self.con.deserialize(data, name=SCHEMA)
