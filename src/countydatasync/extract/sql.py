@@ -46,6 +46,7 @@ from countydatasync.extract.base import (
     paginate,
 )
 from countydatasync.ops.redact import redact as redact_secrets
+from countydatasync.signals import off_main_thread
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -285,7 +286,8 @@ class SqlSource:
                 self._session = self.connect()
             return self.run(self._session, stmt, params or {})
 
-        return self.retrying(attempt)
+        # Off the main thread: ADBC would take Ctrl-C away from Python there (see signals.py).
+        return self.retrying(lambda: off_main_thread(attempt))
 
     def retrying(self, call: Callable[[], T]) -> T:
         """`call()`, tried again after each TransientSourceError on a new session: up to `max_retries`

@@ -12,7 +12,6 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import adbc_driver_sqlite.dbapi as adbc
@@ -20,6 +19,7 @@ import pyarrow as pa
 
 from countydatasync.errors import PublishError
 from countydatasync.load.geopackage import q
+from countydatasync.signals import off_main_thread
 
 SCHEMA = "scratch"
 
@@ -48,11 +48,7 @@ class ScratchTable:
 
     def fill(self, rows: pa.Table) -> None:
         """Replace the table's rows with `rows` (columns named and ordered as `columns`)."""
-        # In a worker thread: in the main thread, ADBC swaps the process's SIGINT handler for its own while a
-        # call runs, and Ctrl-C then cancelled the statement (failing the run) instead of reaching Python's
-        # handler, which stops a run cleanly.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scratch") as worker:
-            data = worker.submit(self._written, rows).result()
+        data = off_main_thread(lambda: self._written(rows))  # Ctrl-C stays with Python (see signals.py)
         self.con.deserialize(data, name=SCHEMA)
 
     def _written(self, rows: pa.Table) -> bytes:
