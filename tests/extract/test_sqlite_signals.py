@@ -3,15 +3,14 @@ Python's handler, which the command line uses to stop a run cleanly; ADBC would 
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
 from countydatasync.extract import open_source
 from countydatasync.settings import Settings
+
+from ..signals import sigint_after
 
 ROWS = 1_500_000
 
@@ -33,17 +32,12 @@ def test_ctrl_c_during_a_read_in_the_main_thread_reaches_python(tmp_path: Path) 
     )
     source = open_source(settings)
     source.table()  # the catalog check, before the timed read
-    caught: list[float] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(time.monotonic()))
     try:
-        timer = threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT))
-        start = time.monotonic()
-        timer.start()
-        pages = list(source.batches())
-        end = time.monotonic()
-        timer.join()
+        with sigint_after(0.1) as caught:
+            start = time.monotonic()
+            pages = list(source.batches())
+            end = time.monotonic()
     finally:
-        signal.signal(signal.SIGINT, previous)
         source.close()
     assert len(caught) == 1  # Python's handler saw Ctrl-C; ADBC did not cancel the read
     assert start + 0.1 <= caught[0] <= end + 0.05, "the read ended before the signal came; make the table bigger"

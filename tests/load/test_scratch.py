@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import sqlite3
 import tempfile
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import pyarrow as pa
 import pytest
 
 from countydatasync.errors import PublishError
 from countydatasync.load import scratch
 from countydatasync.sync import run_sync
 
+from ..signals import sigint_after
 from ..sync.helpers import file_digests
 
 # The storage class SQLite should hold for each declared type (besides NULL).
@@ -85,28 +88,14 @@ def test_ctrl_c_during_a_fill_reaches_python_and_the_batch_is_written_whole() ->
     """In the main thread, ADBC swapped in its own SIGINT handler while a call ran: Ctrl-C cancelled the
     scratch write (the run failed with a confusing scratch error) and never reached the CLI's handler,
     which stops a run cleanly. The scratch work now runs in a worker thread."""
-    import os
-    import signal
-    import threading
-    import time
-
-    import pyarrow as pa
-
     con = sqlite3.connect(":memory:")
     scratch.attach(con)
     table = scratch.ScratchTable(con, "batch_rows", ["n", "text"])
     rows = pa.table({"n": pa.array(range(3_000_000)), "text": pa.array(["a parcel's text"] * 3_000_000)})
-    caught: list[float] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(time.monotonic()))
-    try:
-        timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    with sigint_after(0.2) as caught:
         start = time.monotonic()
-        timer.start()
         table.fill(rows)
         end = time.monotonic()
-        timer.join()
-    finally:
-        signal.signal(signal.SIGINT, previous)
     assert end - start > 0.3, "the fill ended before the signal came; make the batch bigger"
     assert len(caught) == 1  # Python's handler saw Ctrl-C
     assert con.execute("SELECT count(*), max(n) FROM scratch.batch_rows").fetchone() == (3_000_000, 2_999_999)
