@@ -19,7 +19,35 @@ def wkb(text: str) -> bytes:
 
 def written(out: GeometryOutcome) -> np.ndarray:
     """The geometries as the staging databases get them: read back from their WKB."""
-    return shapely.from_wkb(multipolygon_wkb(out.geoms))
+    return shapely.from_wkb(multipolygon_wkb(out.geoms, out.as_read))
+
+
+def test_source_wkb_is_reused_only_where_it_is_what_shapely_writes() -> None:
+    holed = wkb("POLYGON ((0 0, 10 0, 10 10, 0 10, 0 0), (2 2, 4 2, 4 4, 2 4, 2 2))")
+    big_endian = shapely.to_wkb(shapely.from_wkt(SQUARE), byte_order=0)
+    ewkb = shapely.to_wkb(shapely.set_srid(shapely.from_wkt(SQUARE), 2927), include_srid=True)
+    values = [
+        wkb(SQUARE),  # reused
+        holed,  # reused
+        wkb(SQUARE) + b"\x00\x00\x00\x00",  # GEOS reads past the extra bytes: written again, without them
+        big_endian,
+        ewkb,
+        wkb("POLYGON Z ((0 0 1, 10 0 1, 10 10 1, 0 10 1, 0 0 1))"),
+        wkb("MULTIPOLYGON (((0 0, 1 0, 1 1, 0 0)))"),
+        wkb(BOWTIE),  # repaired
+        shapely.to_wkb(shapely.from_wkt(SQUARE), hex=True),  # hex text
+    ]
+    out = clean_geometries(pd.Series(values, dtype=object), "wkb", 2927, 2927)
+    assert out.as_read is not None
+    assert [v is not None for v in out.as_read] == [True, True] + [False] * 7
+    assert out.as_read[0] is values[0]
+    good = np.not_equal(out.geoms, None)
+    assert good.all()
+    # Byte for byte what writing the geometries gives.
+    assert list(multipolygon_wkb(out.geoms, out.as_read)) == list(multipolygon_wkb(out.geoms))
+    # Reprojected rows are written from their new coordinates.
+    moved = clean_geometries(pd.Series([wkb(LONLAT)]), "wkb", 4326, 2927)
+    assert moved.as_read is not None and moved.as_read[0] is None
 
 
 def test_each_geometry_problem_gets_its_reason() -> None:

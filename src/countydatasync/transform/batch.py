@@ -240,7 +240,8 @@ def transform_batch(raw: pd.DataFrame, plan: TransformPlan, first_row: int = 0) 
     geoms = geo.geoms[good]
     parcels = attrs.frame[good].reset_index(drop=True)
     carried = list(parcels.columns)
-    wkb = multipolygon_wkb(geoms) if len(geoms) else np.empty(0, dtype=object)
+    as_read = geo.as_read[good] if geo.as_read is not None else None
+    wkb = multipolygon_wkb(geoms, as_read) if len(geoms) else np.empty(0, dtype=object)
     parcels.insert(0, plan.key_name, keys[good].to_numpy(dtype=object))
     parcels["gis_acres"] = plan.acres(geoms) if len(geoms) else np.nan
     parcels["sync_note"] = np.where(repaired[good], Reason.INVALID_GEOMETRY_REPAIRED.value, None)
