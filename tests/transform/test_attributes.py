@@ -186,3 +186,24 @@ def test_a_value_converts_alike_beside_plain_or_messy_neighbours() -> None:
 def _plain(values: pd.Series) -> list[object]:
     """Python values, None for any missing value (NaN, NA), so that lists compare."""
     return [None if pd.isna(v) else type(v).__name__ + ":" + repr(v) for v in values.tolist()]
+
+
+def test_iso_text_reads_alike_in_a_clean_column_or_beside_a_value_arrow_cannot_read() -> None:
+    """A column that Arrow's ISO 8601 cast reads whole takes that path; one value it cannot read sends the
+    column through the formats and pandas. Each value must come out the same either way."""
+    clean = {
+        "date": ["2020-02-29", "0001-01-01", "9999-12-31", None, "1999-12-31"],
+        "datetime": ["2020-11-01 01:30:00", "2020-03-08T02:30:00", "2021-01-01T10", "2021-01-01T10:00"]
+        + ["2021-01-01T10:00:00.250", "2020-02-29 23:59:59", None],
+    }
+    for kind, values in clean.items():
+        spec = ColumnSpec(name="v", source="v", type=kind)
+        fast, fast_failed = convert_column(pd.Series(values, dtype="string[pyarrow]"), spec, "America/Los_Angeles")
+        mixed = pd.Series([*values, "03/15/2021", "unknown"], dtype="string[pyarrow]")
+        slow, slow_failed = convert_column(mixed, spec, "America/Los_Angeles")
+        assert _plain(fast) == _plain(slow)[: len(values)], kind
+        assert not fast_failed.any() and slow_failed.tolist() == [False] * (len(values) + 1) + [True], kind
+    # Beside a time with an offset, a time without one is still read in the source's zone.
+    spec = ColumnSpec(name="v", source="v", type="datetime")
+    both, _ = convert_column(pd.Series(["2020-06-01T12:00:00", "2020-06-01T12:00:00Z"]), spec, "America/Los_Angeles")
+    assert both.tolist() == ["2020-06-01T19:00:00.000Z", "2020-06-01T12:00:00.000Z"]

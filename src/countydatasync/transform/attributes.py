@@ -162,7 +162,7 @@ def _cleaned_integers(values: pd.Series, text: pd.Series) -> pa.Array:
 _INT64 = {pa.int64(): pd.Int64Dtype()}.get  # Arrow int64 to pandas' nullable Int64
 
 
-# Tried first, in Arrow, for text columns; anything else goes through pandas' general parsers.
+# Tried in Arrow on a text column that its ISO 8601 cast cannot read whole; what they miss goes to pandas.
 TEXT_FORMATS = ("%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S")
 
 
@@ -173,7 +173,24 @@ def _timestamps(values: pd.Series, text: pd.Series, timezone: str | None) -> pd.
         return _zone(values, timezone)
     if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
         return _parse(text, timezone)
-    arrow, parsed = pa.array(text.array), None
+    arrow = pa.array(text.array)
+    try:
+        # A column of ISO 8601 text without offsets (the usual export) in one pass of Arrow's own parser, which
+        # refuses impossible days and times: a sixth of the instructions of the formats below.
+        parsed = pc.cast(arrow, pa.timestamp("ms"))
+    except pa.ArrowInvalid:  # one value it cannot read (an offset, '03/15/2021', 'unknown'): value by value
+        parsed = _by_formats(arrow)
+    stamps = _zone(pd.Series(parsed.to_numpy(zero_copy_only=False), index=values.index), timezone)
+    missed = stamps.isna().to_numpy() & text.notna().to_numpy()
+    if missed.any():
+        stamps = stamps.copy()
+        stamps[missed] = _parse(text[missed], timezone)
+    return stamps
+
+
+def _by_formats(arrow: pa.Array) -> pa.Array:
+    """Text in TEXT_FORMATS as timestamps; null for other text (left to pandas)."""
+    parsed = None
     for fmt in TEXT_FORMATS:
         found = pc.strptime(arrow, format=fmt, unit="ms", error_is_null=True)
         parsed = found if parsed is None else pc.coalesce(parsed, found)
@@ -184,13 +201,7 @@ def _timestamps(values: pd.Series, text: pd.Series, timezone: str | None) -> pd.
     # which rejects them.
     day = pc.utf8_lpad(pc.cast(pc.day(parsed), pa.string()), 2, "0")
     written = pc.equal(day, pc.utf8_slice_codeunits(arrow, 8, 10))
-    parsed = pc.if_else(written, parsed, None)
-    stamps = _zone(pd.Series(parsed.to_numpy(zero_copy_only=False), index=values.index), timezone)
-    missed = stamps.isna().to_numpy() & text.notna().to_numpy()
-    if missed.any():
-        stamps = stamps.copy()
-        stamps[missed] = _parse(text[missed], timezone)
-    return stamps
+    return pc.if_else(written, parsed, None)
 
 
 # A time of day, then a UTC offset or Z: '2020-10-03T12:00:00Z', '2020-10-03 05:00-07:00'.
