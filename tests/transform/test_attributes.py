@@ -207,3 +207,32 @@ def test_iso_text_reads_alike_in_a_clean_column_or_beside_a_value_arrow_cannot_r
     spec = ColumnSpec(name="v", source="v", type="datetime")
     both, _ = convert_column(pd.Series(["2020-06-01T12:00:00", "2020-06-01T12:00:00Z"]), spec, "America/Los_Angeles")
     assert both.tolist() == ["2020-06-01T19:00:00.000Z", "2020-06-01T12:00:00.000Z"]
+
+
+def test_dates_convert_alike_alone_among_clean_neighbours_or_in_a_messy_column() -> None:
+    """Arrow's cast reads a column with a few values it refuses in parts, and leaves a messy column to the
+    formats and pandas: each value must come out as it does alone."""
+    odd = ["2019-13-45", "03/15/2021", "2021-02-30", "unknown", "2021-1-5", "2021-01-05T7:04:03", "2021-01-05T10Z"]
+    clean = [f"20{i % 30:02d}-{i % 12 + 1:02d}-{i % 28 + 1:02d}T{i % 24:02d}:30:00" for i in range(300)]
+    few = clean.copy()
+    for position, value in zip([3, 150, 299], odd, strict=False):
+        few[position] = value
+    messy = [value for pair in zip(clean[:60], odd * 9, strict=False) for value in pair]
+    spec = ColumnSpec(name="v", source="v", type="datetime")
+    for values in (few, messy):
+        together, failed = convert_column(pd.Series(values, dtype="string[pyarrow]"), spec, "America/Los_Angeles")
+        alone = [convert_column(pd.Series([v], dtype="string[pyarrow]"), spec, "America/Los_Angeles") for v in values]
+        assert _plain(together) == [_plain(a)[0] for a, _ in alone]
+        assert failed.tolist() == [f[0] for _, f in alone]
+    assert [convert_column(pd.Series([v]), spec)[1][0] for v in odd[:4]] == [True, False, True, True]
+
+
+def test_offsets_in_any_iso_form_beside_local_times_are_read_not_a_failed_run() -> None:
+    values = ["2021-01-05T10Z", "20210105T103000+0100", "2021-01-05 10:00", "2021-01-05T1030-0800"]
+    spec = ColumnSpec(name="v", source="v", type="datetime")
+    assert _convert(values, "datetime", "America/Los_Angeles") == (
+        ["2021-01-05T10:00:00.000Z", "2021-01-05T09:30:00.000Z", "2021-01-05T18:00:00.000Z"]
+        + ["2021-01-05T18:30:00.000Z"],
+        [False] * 4,
+    )
+    assert convert_column(pd.Series(values), spec)[1].tolist() == [False] * 4

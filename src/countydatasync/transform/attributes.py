@@ -173,19 +173,51 @@ def _timestamps(values: pd.Series, text: pd.Series, timezone: str | None) -> pd.
         return _zone(values, timezone)
     if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
         return _parse(text, timezone)
+    # ISO 8601 text without an offset (the usual export) is read by Arrow's own parser, which refuses impossible
+    # days and times, in a sixth of the instructions of the formats; those read what it refused.
     arrow = pa.array(text.array)
-    try:
-        # A column of ISO 8601 text without offsets (the usual export) in one pass of Arrow's own parser, which
-        # refuses impossible days and times: a sixth of the instructions of the formats below.
-        parsed = pc.cast(arrow, pa.timestamp("ms"))
-    except pa.ArrowInvalid:  # one value it cannot read (an offset, '03/15/2021', 'unknown'): value by value
+    if isinstance(arrow, pa.ChunkedArray):
+        arrow = arrow.combine_chunks()
+    parsed = _cast_readable(arrow, pa.timestamp("ms"))
+    if parsed is None:  # a messy column
         parsed = _by_formats(arrow)
+    elif parsed.null_count > arrow.null_count:
+        refused = pc.and_(parsed.is_null(), arrow.is_valid())
+        parsed = pc.replace_with_mask(parsed, refused, _by_formats(arrow.filter(refused)))
     stamps = _zone(pd.Series(parsed.to_numpy(zero_copy_only=False), index=values.index), timezone)
     missed = stamps.isna().to_numpy() & text.notna().to_numpy()
     if missed.any():
         stamps = stamps.copy()
         stamps[missed] = _parse(text[missed], timezone)
     return stamps
+
+
+CAST_RUN = 32  # values left to the formats around each one the cast refuses
+CAST_TRIES = 24  # casts refused before a column counts as messy and goes to the formats whole
+
+
+def _cast_readable(arrow: pa.Array, to: pa.DataType) -> pa.Array | None:
+    """`arrow` cast to `to`, null in each run of up to CAST_RUN values where the cast refuses one; None for a
+    messy column (more than CAST_TRIES refused casts). The cast stops at the first value it cannot read:
+    halves are cast apart until the runs holding those are found (a few in a batch, if any)."""
+    refused = 0
+
+    def cast(part: pa.Array) -> pa.Array | None:
+        nonlocal refused
+        try:
+            return pc.cast(part, to)
+        except pa.ArrowInvalid:
+            refused += 1
+            if refused > CAST_TRIES:
+                return None
+            if len(part) <= CAST_RUN:
+                return pa.nulls(len(part), to)
+        middle = len(part) // 2
+        first = cast(part.slice(0, middle))
+        second = cast(part.slice(middle)) if first is not None else None
+        return None if second is None else pa.concat_arrays([first, second])
+
+    return cast(arrow)
 
 
 def _by_formats(arrow: pa.Array) -> pa.Array:
@@ -204,8 +236,9 @@ def _by_formats(arrow: pa.Array) -> pa.Array:
     return pc.if_else(written, parsed, None)
 
 
-# A time of day, then a UTC offset or Z: '2020-10-03T12:00:00Z', '2020-10-03 05:00-07:00'.
-WITH_OFFSET = r"\d\d:\d\d(?::\d\d(?:\.\d*)?)?\s*(?:Z|[+-]\d\d(?::?\d\d)?)$"
+# A time of day, then a UTC offset or Z: '2020-10-03T12:00:00Z', '2020-10-03 05:00-07:00', '2020-10-03T12Z',
+# '20201003T120000+0100'.
+WITH_OFFSET = r"(?:[T ]\d\d(?::?\d\d(?::?\d\d(?:\.\d*)?)?)?|\d\d:\d\d(?::\d\d(?:\.\d*)?)?)\s*(?:Z|[+-]\d\d(?::?\d\d)?)$"
 OFFSET = r"\s*(?:Z|[+-]\d\d(?::?\d\d)?)$"
 
 
@@ -230,7 +263,16 @@ def _parse(text: pd.Series, timezone: str | None) -> pd.Series:
 def _read(text: pd.Series, **options: object) -> pd.Series:
     """pd.to_datetime in milliseconds, the unit of the output: pandas picks the unit from the text, and
     parts read apart could not be put together."""
-    return pd.to_datetime(text.astype(object), errors="coerce", **options).dt.as_unit("ms")
+    try:
+        return pd.to_datetime(text.astype(object), errors="coerce", **options).dt.as_unit("ms")
+    except ValueError:  # values with and without an offset that WITH_OFFSET did not tell apart
+        return pd.Series([_read_one(v, options) for v in text], index=text.index, dtype="datetime64[ms]")
+
+
+def _read_one(value: object, options: dict[str, object]) -> pd.Timestamp:
+    """One value as `_read` reads a column; NaT (a bad value) for a time with an offset among local times."""
+    stamp = pd.to_datetime(value, errors="coerce", **options)
+    return pd.NaT if pd.isna(stamp) or stamp.tzinfo is not None else stamp.as_unit("ms")
 
 
 EARLIEST_LOCAL, LATEST_LOCAL = pd.Timestamp("0001-01-02"), pd.Timestamp("9999-12-30")
