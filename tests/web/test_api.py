@@ -28,6 +28,9 @@ def test_health_answers_head_requests_as_monitors_send_them(client: TestClient) 
     response = client.head("/api/health")
     assert response.status_code == 200 and response.content == b""
     assert response.headers["content-type"] == "application/json"
+    # One operation per path and method in the schema: HEAD once repeated GET's operation id.
+    ids = [op["operationId"] for path in client.get("/openapi.json").json()["paths"].values() for op in path.values()]
+    assert len(ids) == len(set(ids))
 
 
 def test_runs_list_matches_the_stats_db(client: TestClient, staging: Staging) -> None:

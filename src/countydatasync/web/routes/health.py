@@ -12,8 +12,10 @@ from countydatasync.web.schemas import Health
 router = APIRouter(tags=["health"])
 
 
-# HEAD too: uptime monitors and load balancers often probe with it, and got 405.
-@router.api_route("/api/health", methods=["GET", "HEAD"], response_model=Health, summary="Service health")
+# HEAD too: uptime monitors and load balancers often probe with it, and got 405. Left out of the schema, where
+# it repeated GET's operation id (which client generators refuse); HTTP has HEAD wherever there is GET.
+@router.get("/api/health", response_model=Health, summary="Service health")
+@router.head("/api/health", response_model=Health, include_in_schema=False)
 def health(settings: SettingsDep, job: SyncJobDep) -> Health:
     out = settings.output
     databases = {
