@@ -107,14 +107,18 @@ def _plain_first(
     """Text cast to `to`: the values that match the regex `plain` directly, only the others through `slow`.
     One '$1,250' or 'N/A' in a batch sent every value of its column through the cleaning (0.8 s per million
     parcels for one column). `slow` must give what the direct cast gives for a plain value."""
-    if isinstance(arrow, pa.ChunkedArray):  # replace_with_mask takes arrays only
-        arrow = arrow.combine_chunks()
+    arrow = _one_array(arrow)
     is_plain = pc.fill_null(pc.match_substring_regex(arrow, plain), False)
     direct = pc.cast(pc.if_else(is_plain, arrow, None), to)
     odd = pc.and_(pc.invert(is_plain), arrow.is_valid())
     if not pc.any(odd).as_py():
         return direct
     return pc.replace_with_mask(direct, odd, slow(arrow.filter(odd)))
+
+
+def _one_array(arrow: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """The values as one array: replace_with_mask and concat_arrays take no chunked arrays."""
+    return arrow.combine_chunks() if isinstance(arrow, pa.ChunkedArray) else arrow
 
 
 def _exact_integers(text: pd.Series) -> pa.Array:
@@ -175,9 +179,7 @@ def _timestamps(values: pd.Series, text: pd.Series, timezone: str | None) -> pd.
         return _parse(text, timezone)
     # ISO 8601 text without an offset (the usual export) is read by Arrow's own parser, which refuses impossible
     # days and times, in a sixth of the instructions of the formats; those read what it refused.
-    arrow = pa.array(text.array)
-    if isinstance(arrow, pa.ChunkedArray):
-        arrow = arrow.combine_chunks()
+    arrow = _one_array(pa.array(text.array))
     parsed = _cast_readable(arrow, pa.timestamp("ms"))
     if parsed is None:  # a messy column
         parsed = _by_formats(arrow)
