@@ -89,27 +89,27 @@ class RtreeBulkLoader:
         while True:
             groups = _str_groups(boxes, per_node)
             numbers = np.arange(next_node, next_node + len(groups), dtype=np.int64)
+            members = np.concatenate(groups)
+            ids, boxes = ids[members], boxes[members]  # in node order from here on
+            lengths = np.array([len(g) for g in groups])
             self.con.executemany(
                 f"INSERT INTO {node_t} (nodeno, data) VALUES (?, ?)",
-                ((int(n), _blob(ids[g], boxes[g], size)) for n, g in zip(numbers, groups, strict=True)),
+                zip(numbers.tolist(), _node_blobs(ids, boxes, lengths, size), strict=True),
             )
-            members = np.concatenate(groups)
-            owner = np.repeat(numbers, [len(g) for g in groups])
             child, parent = ("rowid", "nodeno") if links == rowid_t else ("nodeno", "parentnode")
-            self._link(links, child, parent, ids[members], owner)
+            self._link(links, child, parent, ids, np.repeat(numbers, lengths))
             if len(groups) == 1:
                 # A single node at this level is the root: renumber it to 1 as SQLite expects.
                 self._make_root(int(numbers[0]), depth, node_t, rowid_t, parent_t)
                 minx, miny, maxx, maxy = self.extent.tolist()
                 return (minx, miny, maxx, maxy)
-            starts = np.cumsum([0] + [len(g) for g in groups[:-1]])
-            b = boxes[members]
+            starts = np.cumsum(lengths) - lengths
             boxes = np.stack(
                 [
-                    np.minimum.reduceat(b[:, 0], starts),
-                    np.maximum.reduceat(b[:, 1], starts),
-                    np.minimum.reduceat(b[:, 2], starts),
-                    np.maximum.reduceat(b[:, 3], starts),
+                    np.minimum.reduceat(boxes[:, 0], starts),
+                    np.maximum.reduceat(boxes[:, 1], starts),
+                    np.minimum.reduceat(boxes[:, 2], starts),
+                    np.maximum.reduceat(boxes[:, 3], starts),
                 ],
                 axis=1,
             )
@@ -150,20 +150,28 @@ def _str_groups(boxes: np.ndarray, fanout: int) -> list[np.ndarray]:
     """Sort-Tile-Recursive: the boxes (as index arrays) of each node of one level, at most `fanout` each."""
     centre_x = boxes[:, 0].astype(np.float64) + boxes[:, 1]
     centre_y = boxes[:, 2].astype(np.float64) + boxes[:, 3]
-    order = np.argsort(centre_x, kind="stable")
+    order = np.argsort(centre_x)  # numpy's quicksort: a fifth of the stable sort's time
     per_slice = math.ceil(math.sqrt(math.ceil(len(boxes) / fanout))) * fanout
     groups = []
     for s in range(0, len(order), per_slice):
         chunk = order[s : s + per_slice]
-        chunk = chunk[np.argsort(centre_y[chunk], kind="stable")]
+        chunk = chunk[np.argsort(centre_y[chunk])]
         groups.extend(chunk[start : start + fanout] for start in range(0, len(chunk), fanout))
     return groups
 
 
-def _blob(ids: np.ndarray, boxes: np.ndarray, size: int) -> bytes:
-    cells = np.zeros(len(ids), dtype=CELL)
-    cells["id"] = ids
-    cells["box"] = boxes
-    header = (0).to_bytes(2, "big") + len(ids).to_bytes(2, "big")
-    body = header + cells.tobytes()
-    return body + bytes(size - len(body))
+def _node_blobs(ids: np.ndarray, boxes: np.ndarray, lengths: np.ndarray, size: int) -> list[bytes]:
+    """The nodes of one level as SQLite stores them, all built in one numpy array: the cells of node i are
+    the next lengths[i] (id, box) pairs. One node at a time, this took a quarter of the packing."""
+    fanout = int(lengths.max())
+    fields = [("depth", ">u2"), ("count", ">u2"), ("cells", CELL, (fanout,))]
+    if size > 4 + fanout * CELL.itemsize:
+        fields.append(("unused", "u1", (size - 4 - fanout * CELL.itemsize,)))
+    nodes = np.zeros(len(lengths), dtype=np.dtype(fields))
+    nodes["count"] = lengths
+    node = np.repeat(np.arange(len(lengths)), lengths)
+    slot = np.arange(len(ids)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    nodes["cells"]["id"][node, slot] = ids
+    nodes["cells"]["box"][node, slot] = boxes
+    data = nodes.tobytes()
+    return [data[start : start + size] for start in range(0, len(data), size)]
