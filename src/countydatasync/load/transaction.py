@@ -15,6 +15,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import threading
 from pathlib import Path
 from types import TracebackType
 
@@ -31,6 +32,7 @@ WORKING, GEO, STATS = "main", "geo", "stats"
 # source's key set): 32 MiB, chosen when it held the staged batch too; with the batch staged in memory
 # (load/scratch.py), 2 MiB measured the same within the noise, so it was left.
 CACHE_MIB, APPEND_CACHE_MIB, TEMP_CACHE_MIB = 16, 8, 32
+WRITEBACK_SECONDS = 1.0  # how often what SQLite wrote so far is flushed to disk (see Writeback)
 
 
 class StagingTransaction:
@@ -66,6 +68,7 @@ class StagingTransaction:
         except sqlite3.Error as exc:
             raise PublishError(f"cannot open the staging databases in {output.directory}: {exc}") from exc
         self.open = True
+        self.writeback = Writeback([self.paths[WORKING], self.paths[GEO]])
 
     def _check_journal_mode(self, schema: str) -> None:
         mode = self.con.execute(f"PRAGMA {schema}.journal_mode").fetchone()[0]
@@ -80,6 +83,7 @@ class StagingTransaction:
             self.con.execute(f"PRAGMA {schema}.cache_size = -{mib * 1024}")
 
     def commit(self) -> None:
+        self.writeback.stop()
         try:
             self.con.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -119,9 +123,11 @@ class StagingTransaction:
             self.open = False
 
     def close(self) -> None:
+        self.writeback.stop()
         self.rollback()
         self._restore_hot_journals()
         self.con.close()
+        self.writeback.close()  # after the connection: closing a file descriptor drops the process's locks
 
     def _restore_hot_journals(self) -> None:
         """After a write error (a full disk, an I/O error) SQLite has given up the transaction but left the
@@ -142,6 +148,43 @@ class StagingTransaction:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+class Writeback:
+    """Flushes the pages SQLite has written to the staging files so far, every WRITEBACK_SECONDS, from a
+    thread of its own. A first load writes hundreds of megabytes as it goes, which the OS kept in memory
+    until the commit's sync waited for all of them at once (0.44 s at 1,000,000 parcels, with both cores
+    idle). Flushing early only makes written pages durable sooner: SQLite's own syncs at the commit, in
+    its order, are what make it atomic.
+
+    The files stay open until `close`, after the connection's: closing any descriptor of a file drops the
+    POSIX locks the process holds on it, SQLite's included."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.fds = [os.open(path, os.O_RDONLY) for path in paths] if hasattr(os, "fdatasync") else []
+        self.halt = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="staging-writeback", daemon=True)
+        if self.fds:
+            self.thread.start()
+
+    def _run(self) -> None:
+        while not self.halt.wait(WRITEBACK_SECONDS):
+            for fd in self.fds:
+                try:
+                    os.fdatasync(fd)
+                except OSError:  # the commit's own sync reports what is wrong with the disk
+                    return
+
+    def stop(self) -> None:
+        self.halt.set()
+        if self.thread.is_alive():
+            self.thread.join()
+
+    def close(self) -> None:
+        self.stop()
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
 
 
 def sqlite_temp_directory() -> Path:
