@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,17 @@ def test_a_file_system_error_is_one_line_and_exit_code_1(
     assert result.exit_code == 1
     assert isinstance(result.exception, SystemExit)  # typer.Exit(1), not the OSError escaping
     assert "error: [Errno 20] Not a directory: 'afile/staging'" in result.output
+
+
+def test_the_command_leaves_its_objects_to_the_os_at_exit() -> None:
+    # The last exit handler registered before the command's own runs after it, and sees what it did.
+    script = (
+        "import atexit, gc, sys\n"
+        "from countydatasync import cli\n"
+        "atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count() > 0))\n"
+        "sys.argv = ['countydatasync', '--version']\n"
+        "cli.run()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "frozen at exit: True" in done.stdout

@@ -3,6 +3,8 @@ clear messages and exit codes."""
 
 from __future__ import annotations
 
+import atexit
+import gc
 import logging
 import multiprocessing
 import os
@@ -312,6 +314,10 @@ ops_commands.register(app)  # credentials set|delete, doctor
 def run() -> None:
     """Console entry point (also for the frozen executable, where child processes need freeze_support)."""
     multiprocessing.freeze_support()
+    # Last of the exit handlers: Python's shutdown then leaves the objects that exist by now to the OS instead
+    # of walking them all in its final garbage collections (0.26 s for the imported stack alone, a twentieth
+    # of an incremental run at 1,000,000 parcels). Files and connections are closed by then.
+    atexit.register(gc.freeze)
     app()
 
 

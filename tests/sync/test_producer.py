@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+import multiprocessing
 import shutil
 import sqlite3
+import sys
 import threading
 import time
 from pathlib import Path
@@ -97,3 +100,19 @@ def test_a_run_failing_while_the_producer_hands_over_its_end_does_not_hang(
     assert [str(e) for e in failures] == ["simulated failure after the first batch"]
     assert not [t for t in threading.enumerate() if t.name == "extract-transform" and t.is_alive()]
     assert run_sync(settings).extracted == rows == 2_999  # the run lock was released
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the extract process is forked on Linux only")
+def test_a_forked_child_leaves_what_it_inherits_to_the_os_and_the_parent_collects_as_before() -> None:
+    ctx = multiprocessing.get_context("fork")
+    ours, theirs = ctx.Pipe()
+    before = gc.get_freeze_count()
+    with producer._frozen_for("fork"):
+        child = ctx.Process(target=lambda: theirs.send(gc.get_freeze_count()))
+        child.start()
+    inherited = ours.recv()
+    child.join(timeout=10)
+    assert inherited > before + 1000  # the modules, the settings, the parent's objects
+    assert gc.get_freeze_count() == before
+    with producer._frozen_for("spawn"):  # a spawned child inherits no objects: nothing to freeze
+        assert gc.get_freeze_count() == before
