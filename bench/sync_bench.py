@@ -4,8 +4,8 @@
 
 For each size it makes (or reuses) a sample county, then measures, each in its own process:
   ogr2ogr     SQLite MasterParcels -> GeoPackage with GDAL's command-line tool (the reference)
-  full sync   all three staging databases from empty
-  incremental after 1% of the parcels changed (attributes and geometry), 0.1% deleted, 0.1% inserted
+  full sync   `countydatasync sync` (the shipped command) into all three staging databases from empty
+  incremental the same command after 1% of the parcels changed (attributes and geometry), 0.1% deleted, 0.1% inserted
   revaluation an incremental run after half the parcels got a new land value (and timestamp)
 and prints seconds, parcels/s, peak memory of the whole process tree (PSS, sampled every 50 ms) and the ratios.
 Each is run three times unobserved (the median time is reported) and once more with its memory sampled
@@ -28,15 +28,17 @@ from countydatasync.sample.county import SampleCounty, write_sample_county
 
 ROOT = Path(__file__).resolve().parent
 REPEAT = 3  # timed runs per command; the median is reported
-SYNC = """
-import sys
-from countydatasync.settings import Settings
-from countydatasync.sync import run_sync
-if __name__ == "__main__":
-    settings = Settings(source={"url": "sqlite:///" + sys.argv[1]}, output={"directory": sys.argv[2]})
-    result = run_sync(settings)
-    print(result.mode, result.extracted, result.inserted, result.updated, result.deleted, result.rejected)
-"""
+COMMAND = Path(sys.executable).with_name("countydatasync")  # the command a county runs, beside this Python
+
+
+def sync_command(settings: Path, source: Path, staging: Path) -> list[str]:
+    """`countydatasync sync` as run nightly: settings from a file, the log file beside the staging folder."""
+    settings.write_text(
+        f"[source]\nurl = {json.dumps('sqlite:///' + str(source))}\n"
+        f"[output]\ndirectory = {json.dumps(str(staging))}\n"
+        f"[logging]\nfile = {json.dumps(str(staging.parent / 'logs' / 'countydatasync.log'))}\n"
+    )
+    return [str(COMMAND), "sync", "--config", str(settings)]
 
 
 def edit_source(path: Path, parcels: int) -> None:
@@ -83,8 +85,6 @@ def bench(parcels: int, work: Path) -> dict[str, float]:
         write_sample_county(cached, SampleCounty(parcels=parcels))
     source = work / "source.sqlite"
     shutil.copyfile(cached, source)
-    script = work / "sync_once.py"
-    script.write_text(SYNC)
     reference = work / "ogr2ogr.gpkg"
     ref_t, ref_rss, _ = measure(
         ["ogr2ogr", "-f", "GPKG", str(reference), str(source), "masterparcels"]
@@ -93,7 +93,7 @@ def bench(parcels: int, work: Path) -> dict[str, float]:
         repeat=REPEAT,
     )
     staging, before = work / "staging", work / "staging_before_edit"
-    sync = [sys.executable, str(script), str(source), str(staging)]
+    sync = sync_command(work / "countydatasync.toml", source, staging)
     full_t, full_rss, full_out = measure(sync, reset=lambda: shutil.rmtree(staging), repeat=REPEAT)
     edit_source(source, parcels)
     shutil.copytree(staging, before)
