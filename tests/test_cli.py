@@ -88,3 +88,12 @@ def test_the_command_leaves_its_objects_to_the_os_at_exit() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "frozen at exit: True" in done.stdout
+
+
+def test_the_command_line_does_not_load_the_web_framework_until_serve_needs_it() -> None:
+    script = (
+        "import sys\nimport countydatasync.cli\nprint(sorted(m for m in ('fastapi', 'uvicorn') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
