@@ -161,7 +161,12 @@ class Writeback:
     POSIX locks the process holds on it, SQLite's included."""
 
     def __init__(self, paths: list[Path]) -> None:
-        self.fds = [os.open(path, os.O_RDONLY) for path in paths] if hasattr(os, "fdatasync") else []
+        self.fds: list[int] = []
+        for path in paths if hasattr(os, "fdatasync") else ():
+            try:
+                self.fds.append(os.open(path, os.O_RDONLY))
+            except OSError:  # not flushed early, then: the commit's own sync still makes it durable
+                continue
         self.halt = threading.Event()
         self.thread = threading.Thread(target=self._run, name="staging-writeback", daemon=True)
         if self.fds:
