@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import psycopg
-from measure import measure  # bench/measure.py, beside this script
+from measure import measure, sync_command  # bench/measure.py, beside this script
 from sqlalchemy.engine import make_url
 
 from countydatasync.sample.county import SampleCounty
@@ -63,20 +63,6 @@ rows = sum(len(frame) for frame in source.batches())
 print(rows, time.perf_counter() - start)
 """.replace("BATCH", str(BATCH))
 
-COMMAND = Path(sys.executable).with_name("countydatasync")  # the command a county runs, beside this Python
-
-
-def sync_command(work: Path, url: str, table: str) -> list[str]:
-    """`countydatasync sync` as run nightly, with the default batch size (memory grows with the batch)."""
-    settings = work / "countydatasync.toml"
-    settings.write_text(
-        f"[source]\nurl = {json.dumps(url)}\ndb_schema = {json.dumps(SCHEMA)}\ntable = {json.dumps(table)}\n"
-        'geometry_encoding = "native"\n'
-        f"[output]\ndirectory = {json.dumps(str(work / 'staging'))}\n"
-        f"[logging]\nfile = {json.dumps(str(work / 'logs' / 'countydatasync.log'))}\n"
-    )
-    return [str(COMMAND), "sync", "--config", str(settings)]
-
 
 def ensure_table(conninfo: str, parcels: int) -> str:
     """The sample county of `parcels` rows in bench.parcels_<n>, loaded once and reused."""
@@ -105,7 +91,8 @@ def bench(url: str, parcels: int, work: Path) -> dict[str, object]:
         assert int(rows) == parcels, f"{driver} read {rows} rows, expected {parcels}"
         row[f"{driver}_s"], row[f"{driver}_rss_mib"] = float(seconds), rss
     sync_s, sync_rss, sync_out = measure(
-        sync_command(work, url, table),
+        # the default batch size, as a county runs it (memory grows with the batch)
+        sync_command(work, {"url": url, "db_schema": SCHEMA, "table": table, "geometry_encoding": "native"}),
         reset=lambda: shutil.rmtree(work / "staging"),
         repeat=REPEAT,
     )

@@ -9,12 +9,28 @@ run can be 20% off; the median of several is steadier.
 
 from __future__ import annotations
 
+import json
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
+
+COMMAND = Path(sys.executable).with_name("countydatasync")  # the command a county runs, beside this Python
+
+
+def sync_command(work: Path, source: dict[str, str]) -> list[str]:
+    """`countydatasync sync` as a county runs it nightly: settings from a file in `work` with these source
+    settings, the staging databases in work/staging, the log file in work/logs."""
+    lines = ["[source]", *(f"{name} = {json.dumps(value)}" for name, value in source.items())]
+    lines += ["[output]", f"directory = {json.dumps(str(work / 'staging'))}"]
+    lines += ["[logging]", f"file = {json.dumps(str(work / 'logs' / 'countydatasync.log'))}"]
+    settings = work / "countydatasync.toml"
+    settings.write_text("\n".join(lines) + "\n")
+    return [str(COMMAND), "sync", "--config", str(settings)]
 
 
 def measure(command: list[str], reset: Callable[[], None] | None = None, repeat: int = 1) -> tuple[float, float, str]:

@@ -22,23 +22,12 @@ import tempfile
 from pathlib import Path
 
 import shapely
-from measure import measure  # bench/measure.py, beside this script
+from measure import measure, sync_command  # bench/measure.py, beside this script
 
 from countydatasync.sample.county import SampleCounty, write_sample_county
 
 ROOT = Path(__file__).resolve().parent
 REPEAT = 3  # timed runs per command; the median is reported
-COMMAND = Path(sys.executable).with_name("countydatasync")  # the command a county runs, beside this Python
-
-
-def sync_command(settings: Path, source: Path, staging: Path) -> list[str]:
-    """`countydatasync sync` as run nightly: settings from a file, the log file beside the staging folder."""
-    settings.write_text(
-        f"[source]\nurl = {json.dumps('sqlite:///' + str(source))}\n"
-        f"[output]\ndirectory = {json.dumps(str(staging))}\n"
-        f"[logging]\nfile = {json.dumps(str(staging.parent / 'logs' / 'countydatasync.log'))}\n"
-    )
-    return [str(COMMAND), "sync", "--config", str(settings)]
 
 
 def edit_source(path: Path, parcels: int) -> None:
@@ -93,7 +82,7 @@ def bench(parcels: int, work: Path) -> dict[str, float]:
         repeat=REPEAT,
     )
     staging, before = work / "staging", work / "staging_before_edit"
-    sync = sync_command(work / "countydatasync.toml", source, staging)
+    sync = sync_command(work, {"url": f"sqlite:///{source}"})
     full_t, full_rss, full_out = measure(sync, reset=lambda: shutil.rmtree(staging), repeat=REPEAT)
     edit_source(source, parcels)
     shutil.copytree(staging, before)

@@ -92,9 +92,10 @@ class RtreeBulkLoader:
             members = np.concatenate(groups)
             ids, boxes = ids[members], boxes[members]  # in node order from here on
             lengths = np.array([len(g) for g in groups])
+            starts = np.cumsum(lengths) - lengths  # each node's first member
             self.con.executemany(
                 f"INSERT INTO {node_t} (nodeno, data) VALUES (?, ?)",
-                zip(numbers.tolist(), _node_blobs(ids, boxes, lengths, size), strict=True),
+                zip(numbers.tolist(), _node_blobs(ids, boxes, starts, lengths, size), strict=True),
             )
             child, parent = ("rowid", "nodeno") if links == rowid_t else ("nodeno", "parentnode")
             self._link(links, child, parent, ids, np.repeat(numbers, lengths))
@@ -103,7 +104,6 @@ class RtreeBulkLoader:
                 self._make_root(int(numbers[0]), depth, node_t, rowid_t, parent_t)
                 minx, miny, maxx, maxy = self.extent.tolist()
                 return (minx, miny, maxx, maxy)
-            starts = np.cumsum(lengths) - lengths
             boxes = np.stack(
                 [
                     np.minimum.reduceat(boxes[:, 0], starts),
@@ -160,9 +160,9 @@ def _str_groups(boxes: np.ndarray, fanout: int) -> list[np.ndarray]:
     return groups
 
 
-def _node_blobs(ids: np.ndarray, boxes: np.ndarray, lengths: np.ndarray, size: int) -> list[bytes]:
+def _node_blobs(ids: np.ndarray, boxes: np.ndarray, starts: np.ndarray, lengths: np.ndarray, size: int) -> list[bytes]:
     """The nodes of one level as SQLite stores them, all built in one numpy array: the cells of node i are
-    the next lengths[i] (id, box) pairs. One node at a time, this took a quarter of the packing."""
+    the lengths[i] (id, box) pairs from starts[i] on. One node at a time, this took a quarter of the packing."""
     fanout = int(lengths.max())
     fields = [("depth", ">u2"), ("count", ">u2"), ("cells", CELL, (fanout,))]
     if size > 4 + fanout * CELL.itemsize:
@@ -170,7 +170,7 @@ def _node_blobs(ids: np.ndarray, boxes: np.ndarray, lengths: np.ndarray, size: i
     nodes = np.zeros(len(lengths), dtype=np.dtype(fields))
     nodes["count"] = lengths
     node = np.repeat(np.arange(len(lengths)), lengths)
-    slot = np.arange(len(ids)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    slot = np.arange(len(ids)) - np.repeat(starts, lengths)
     nodes["cells"]["id"][node, slot] = ids
     nodes["cells"]["box"][node, slot] = boxes
     data = nodes.tobytes()
