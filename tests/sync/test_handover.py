@@ -127,16 +127,20 @@ def _running(process: psutil.Process) -> bool:
         return False
 
 
-def _extract_process() -> mp.process.BaseProcess:
-    return next(p for p in mp.active_children() if p.name == "countydatasync-extract")
+def _extract_process(earlier: set[mp.process.BaseProcess]) -> mp.process.BaseProcess:
+    """The extract process this test started: not one in `earlier`, which an earlier test may have left
+    ending (signalling that one let this test's child run on)."""
+    (child,) = [p for p in mp.active_children() if p.name == "countydatasync-extract" and p not in earlier]
+    return child
 
 
 def test_an_extract_process_that_handed_over_everything_exits_by_itself(sample_db: Path, make_settings) -> None:
     """Not stopped by SIGTERM while it closes its source (a PostgreSQL session dropped mid-goodbye)."""
     settings = make_settings(sample_db)
     children: list[mp.process.BaseProcess] = []
+    earlier = set(mp.active_children())
     for batch in producer.in_process(settings, TransformPlan.from_settings(settings), None):
-        children = children or [_extract_process()]
+        children = children or [_extract_process(earlier)]
         assert batch.extracted
     assert children and children[0].exitcode == 0
 
@@ -157,9 +161,10 @@ def test_an_extract_process_that_does_not_end_on_sigterm_is_killed_when_the_run_
     monkeypatch.setattr(producer, "transform_batch", _stuck_after_first_batch)
     monkeypatch.setattr(producer, "EXIT_SECONDS", 1.0)
     settings = make_settings(sample_db, source={"batch_size": 200})
+    earlier = set(mp.active_children())
     batches = producer.in_process(settings, TransformPlan.from_settings(settings), None)
     next(batches)
-    child = _extract_process()
+    child = _extract_process(earlier)
     time.sleep(0.5)  # the child is now in its second batch, deaf to SIGTERM
     batches.close()  # the writer failed
     assert not child.is_alive(), "the extract process outlived its run"
@@ -186,17 +191,23 @@ def test_ctrl_c_in_the_extract_process_mid_batch_hands_over_the_batch_whole_then
     """A KeyboardInterrupt raised halfway through a message left the writer the message cut short, with the
     next one read as its rest: the batch was lost and the run failed as 'ended unexpectedly (exit code 0)'."""
     settings = make_settings(sample_db, source={"batch_size": 1_500})  # a message far larger than the socket's buffers
-    batches = producer.in_process(settings, TransformPlan.from_settings(settings), None)
-    with closing(batches):
-        first = next(batches)
-        child = _extract_process()
-        assert child.pid is not None
-        _wait_until_blocked_sending(child.pid)  # the second batch: part sent, the rest waits for us
-        os.kill(child.pid, signal.SIGINT)  # the forked child has Python's handler: KeyboardInterrupt
-        time.sleep(0.5)
-        second = next(batches)
-        with pytest.raises(KeyboardInterrupt):
-            next(batches)
+    # Python's own handler, for the child to inherit: a shell starts its background jobs with SIGINT ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        earlier = set(mp.active_children())
+        batches = producer.in_process(settings, TransformPlan.from_settings(settings), None)
+        with closing(batches):
+            first = next(batches)
+            child = _extract_process(earlier)
+            assert child.pid is not None
+            _wait_until_blocked_sending(child.pid)  # the second batch: part sent, the rest waits for us
+            os.kill(child.pid, signal.SIGINT)  # the forked child has Python's handler: KeyboardInterrupt
+            time.sleep(0.5)
+            second = next(batches)
+            with pytest.raises(KeyboardInterrupt):
+                next(batches)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert first.extracted > 1_000 and second.extracted > 1_000  # pages end between keys, near 1,500 rows
 
 
