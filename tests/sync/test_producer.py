@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import gc
+import logging
 import shutil
 import sqlite3
 import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
+from concurrent_log_handler import ConcurrentRotatingFileHandler
 
+from countydatasync.ops.logs import configure_logging
 from countydatasync.sync import producer, run_sync
+from countydatasync.transform import TransformPlan
 
 from .edits import apply_edit
 from .helpers import query, sync_in_thread
@@ -120,3 +125,28 @@ def test_the_child_process_collects_only_its_own_garbage(
     assert result.reconciles and len(counts) >= 2
     assert min(counts) > 10_000  # the imported stack and the run's objects, inherited from the writer
     assert gc.get_freeze_count() == before  # the writer's own collections are as before
+
+
+@pytest.mark.parametrize("started_by", ["fork", "fork server"])
+def test_the_extract_process_logs_to_the_writers_log_file_once(
+    sample_db: Path, make_settings, tmp_path: Path, started_by: str
+) -> None:
+    """A child from the dashboard's fork server had no handlers: its records reached only stderr. A forked
+    one wrote the file itself, beside the writer; now each record is written once, by the writer."""
+    settings = make_settings(sample_db, logging={"file": tmp_path / "logs" / "cds.log", "level": "DEBUG"})
+    root = logging.getLogger()
+    level = root.level
+    log_file = configure_logging(settings, console=False)
+    try:
+        with producer.avoid_fork() if started_by == "fork server" else nullcontext():
+            batches = list(producer.in_process(settings, TransformPlan.from_settings(settings), None))
+    finally:
+        for handler in [h for h in root.handlers if isinstance(h, ConcurrentRotatingFileHandler)]:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(level)
+    rows = sum(b.extracted for b in batches)
+    lines = [line for line in log_file.read_text().splitlines() if "extract process" in line]
+    assert len(lines) == 1, lines
+    assert f": {rows} rows in {len(batches)} batches" in lines[0]
+    assert "DEBUG" in lines[0] and "countydatasync.sync.producer" in lines[0]

@@ -19,6 +19,7 @@ from typing import Any
 
 LENGTH = struct.Struct("<Q")
 HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_SENDING = threading.Lock()  # one message at a time: log records may be sent from any thread (see producer.py)
 
 
 class ReceiverGone(Exception):
@@ -29,7 +30,7 @@ def send(channel: socket.socket, item: Any) -> None:
     """Blocks until the receiver has room; raises ReceiverGone once it has gone."""
     data = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
     try:
-        with _signals_held():
+        with _SENDING, _signals_held():
             channel.sendall(LENGTH.pack(len(data)))
             channel.sendall(data)
     except (BrokenPipeError, ConnectionResetError) as exc:

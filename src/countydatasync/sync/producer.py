@@ -3,12 +3,18 @@ full scans. pandas and much of the writer's work need the GIL, so a thread overl
 gives the writer a core of its own. The producer is at most a batch or two ahead: a thread hands over
 through a queue of one, a process through a socket pair (see handover.py), whose send waits for the
 writer to take the batch.
+
+The extract process logs through the same connection: its records are handled by the writer's handlers
+(the rotating log file, the console), as if logged there, whichever way the process was started.
 """
 
 from __future__ import annotations
 
 import gc
+import logging
+import logging.handlers
 import multiprocessing as mp
+import os
 import pickle
 import queue
 import socket
@@ -16,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
@@ -30,6 +36,8 @@ from countydatasync.settings import ResolvedSettings, Settings
 from countydatasync.sync import handover
 from countydatasync.transform import TransformedBatch, TransformPlan, transform_batch
 from countydatasync.transform.batch import normalize_keys
+
+log = logging.getLogger(__name__)
 
 DONE = "__done__"
 PROCESS_THRESHOLD = 50_000  # rows; below this, starting a process costs more than it saves (100,000: 3.5 s -> 2.7 s)
@@ -101,7 +109,7 @@ def in_process(
     ours, theirs = socket.socketpair()
     child = ctx.Process(  # type: ignore[attr-defined]  # typeshed has it on each context, not their base
         target=_child,
-        args=(settings.model_dump(), plan, modified_since, theirs, ours, skip),
+        args=(settings.model_dump(), plan, modified_since, theirs, ours, skip, logging.getLogger().getEffectiveLevel()),
         name="countydatasync-extract",
         daemon=True,
     )
@@ -158,6 +166,9 @@ def _stop(child: Any) -> None:
 def _consume(get: Any) -> Iterator[TransformedBatch]:
     while True:
         item = get()
+        if isinstance(item, logging.LogRecord):  # from the extract process (see _LogToWriter)
+            logging.getLogger(item.name).handle(item)
+            continue
         if isinstance(item, str) and item == DONE:
             return
         if isinstance(item, BaseException):
@@ -182,10 +193,12 @@ def _child(
     channel: socket.socket,
     parent_end: socket.socket,
     skip: frozenset[str],
+    log_level: int,
 ) -> None:
     """Child process body. It stops quietly when the parent has gone (killed runs leave no orphans behind):
     its next hand-over finds the connection closed."""
     parent_end.close()  # a forked child holds a copy; the parent's exit would not close the connection
+    _log_to_writer(channel, log_level)
     # Garbage collections leave alone every object that exists now: what a forked child inherits, or what a
     # spawned one imported. Otherwise each full collection walks that whole heap, and writes to every object
     # it visits, which copies each page of a forked parent's memory into the child: at 1,000,000 parcels the
@@ -194,11 +207,14 @@ def _child(
     source = None
     try:
         source = open_source(ResolvedSettings(**settings_data))  # resolved by the parent: no file or variable read
-        first_row = 0
+        first_row, batches, started = 0, 0, time.monotonic()
         for raw in without_keys(source.batches(modified_since=since), skip):  # type: ignore[arg-type]
             item = transform_batch(raw, plan, first_row)
             first_row += len(raw)
+            batches += 1
             handover.send(channel, item)
+        elapsed = time.monotonic() - started
+        log.debug("extract process %d: %d rows in %d batches, %.1f s", os.getpid(), first_row, batches, elapsed)
         handover.send(channel, DONE)
     except handover.ReceiverGone:
         return  # the parent has gone
@@ -208,6 +224,30 @@ def _child(
         if source is not None:
             source.close()
         channel.close()
+
+
+class _LogToWriter(logging.handlers.QueueHandler):
+    """Sends each record to the writer, formatted into a picklable one by QueueHandler.prepare."""
+
+    def __init__(self, channel: socket.socket) -> None:
+        super().__init__(queue.SimpleQueue())  # unused: enqueue sends instead
+        self.channel = channel
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        # The writer gone: the next batch's hand-over ends this process.
+        with suppress(handover.ReceiverGone):
+            handover.send(self.channel, record)
+
+
+def _log_to_writer(channel: socket.socket, level: int) -> None:
+    """The extract process's records go to the writer's handlers. A forked child inherits those handlers,
+    which would write the log file a second time; one started by the dashboard's fork server had none, and
+    its records (a source's retries among them) reached only stderr."""
+    root = logging.getLogger()
+    for inherited in list(root.handlers):
+        root.removeHandler(inherited)  # not closed: their files and locks are the writer's too
+    root.addHandler(_LogToWriter(channel))
+    root.setLevel(level)
 
 
 def _send_failure(channel: socket.socket, exc: BaseException) -> None:
