@@ -86,16 +86,28 @@ class Reconciliation:
         k = q(self.key)
         return frozenset(r[0] for r in self.con.execute(f"SELECT {k} FROM temp.source_keys WHERE copies > 1"))
 
-    def keys_to_recheck(self) -> list[object]:
+    def keys_to_recheck(self, absent: int) -> list[object]:
         """Source keys to read again in full, in every stored form: parcels the staging DBs lack and those
         in error or pending (their fix may not have touched the modified timestamp) unless this run read
         them already, and every key carried by more than one row (a second copy may keep an old timestamp).
         A normalized form no row stores matches nothing, and backends compare it with a numeric key column
-        by the column's type."""
+        by the column's type.
+
+        `absent`: how many staged parcels the source no longer has (see `absent_keys`). With it, two counts
+        tell whether any source key is missing from the staging DBs. Usually none is (this run's changes
+        pass read the new parcels), and looking up every source key in the working DB is skipped."""
         k = q(self.key)
+        staged = self.con.execute(f"SELECT count(*) FROM {WORKING}.parcels").fetchone()[0]
+        source = self.con.execute("SELECT count(*) FROM temp.source_keys").fetchone()[0]
+        if source > staged - absent:
+            copies_or_missing = (
+                f"SELECT s.{k} FROM temp.source_keys s LEFT JOIN {WORKING}.parcels p ON p.{k} = s.{k} "
+                f"WHERE (p.{k} IS NULL AND s.{k} NOT IN (SELECT {k} FROM temp.seen)) OR s.copies > 1"
+            )
+        else:
+            copies_or_missing = f"SELECT {k} FROM temp.source_keys WHERE copies > 1"
         rows = self.con.execute(
-            f"WITH again ({k}) AS (SELECT s.{k} FROM temp.source_keys s LEFT JOIN {WORKING}.parcels p "
-            f"ON p.{k} = s.{k} WHERE (p.{k} IS NULL AND s.{k} NOT IN (SELECT {k} FROM temp.seen)) OR s.copies > 1 "
+            f"WITH again ({k}) AS ({copies_or_missing} "
             f"UNION SELECT s.{k} FROM {WORKING}.parcels p JOIN temp.source_keys s ON s.{k} = p.{k} "
             # IN, not != 'synced': the few unsettled parcels are found through the status index
             f"WHERE p.sync_status IN ('error', 'pending') AND p.{k} NOT IN (SELECT {k} FROM temp.seen)) "
@@ -103,19 +115,23 @@ class Reconciliation:
         ).fetchall()
         return [r[0] for r in rows]
 
-    def delete_absent(self, present: str) -> None:
-        """Remove the parcels whose key is not in the temp table `present` (seen, or source_keys)."""
+    def absent_keys(self, present: str) -> list[str]:
+        """The staged parcels whose key is not in the temp table `present` (seen, or source_keys)."""
         if self.initial:  # the working DB started empty: every parcel in it was seen in this run
-            return
+            return []
         k = q(self.key)
-        keys = [
+        return [
             r[0]
             for r in self.con.execute(
                 f"SELECT {k} FROM {WORKING}.parcels WHERE {k} NOT IN (SELECT {k} FROM temp.{present})"
             )
         ]
+
+    def delete(self, keys: list[str]) -> None:
+        """Remove these parcels from the staging databases, with a change-log entry each."""
         if not keys:
             return
+        k = q(self.key)
         payload = json.dumps(keys)
         before = (
             {}

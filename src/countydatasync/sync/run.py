@@ -245,7 +245,7 @@ class _Run:
                 self._stream(producer.in_process(self.settings, self.plan, None), "extract", total, transformed=True)
             else:
                 self._stream(source.batches(), "extract", total)
-            self.publisher.delete_absent("seen")
+            self.publisher.delete(self.publisher.absent_keys("seen"))
             return
         stamp, style = watermark
         since_ts = stamp - timedelta(seconds=self.settings.source.modified_overlap_seconds)
@@ -263,10 +263,12 @@ class _Run:
         else:
             changes = producer.without_keys(source.batches(modified_since=since), several)  # type: ignore[arg-type]
             self._stream(changes, "extract changes", changed)
-        recheck = self.publisher.keys_to_recheck()
+        # Found before the re-read, which only reads keys the source has, so it cannot change them.
+        absent = self.publisher.absent_keys("source_keys")
+        recheck = self.publisher.keys_to_recheck(len(absent))
         if recheck:
             self._stream(source.rows_for_keys(recheck), "re-read keys", len(recheck))
-        self.publisher.delete_absent("source_keys")
+        self.publisher.delete(absent)
 
     def _stream(
         self,
