@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 
 DONE = "__done__"
 PROCESS_THRESHOLD = 50_000  # rows; below this, starting a process costs more than it saves (100,000: 3.5 s -> 2.7 s)
-STALL_SECONDS = 600.0  # a child that hands over no batch for this long is stuck, not slow: stop it, fail the run
+# A child that hands over nothing (no batch, no log record) for this long, beyond the longest wait between two
+# retries of the source, is stuck, not slow: stop it, fail the run.
+STALL_SECONDS = 600.0
 EXIT_SECONDS = 5.0  # how long a child is given to end by itself, then after SIGTERM
 
 # fork where there is one: the child shares the parent's loaded libraries instead of importing them again
@@ -120,7 +122,8 @@ def in_process(
         raise
     finally:
         theirs.close()  # the child's end is the child's alone: its exit closes the connection
-    deadline = time.monotonic() + STALL_SECONDS
+    stall = stall_seconds(settings)
+    deadline = time.monotonic() + stall
 
     def waiting() -> None:
         if not child.is_alive():
@@ -128,7 +131,7 @@ def in_process(
         if time.monotonic() > deadline:
             child.kill()  # not terminate: whatever holds it up may keep SIGTERM from acting
             raise SourceError(
-                f"the extract process (pid {child.pid}) handed over no batch for {STALL_SECONDS:.0f} s and "
+                f"the extract process (pid {child.pid}) handed over no batch for {stall:.0f} s and "
                 "was stopped as stuck; nothing was published, run the sync again"
             )
 
@@ -136,7 +139,7 @@ def in_process(
 
     def get() -> Any:
         nonlocal deadline
-        deadline = time.monotonic() + STALL_SECONDS
+        deadline = time.monotonic() + stall
         try:
             return receiver.receive()
         except EOFError:
@@ -149,6 +152,14 @@ def in_process(
     finally:
         ours.close()  # a child still sending sees the connection closed, and ends
         _stop(child)
+
+
+def stall_seconds(settings: Settings) -> float:
+    """How long the extract process may hand over nothing before it counts as stuck. Each retry of the source
+    logs a record, which the writer takes as a sign of life, and then waits: up to the last retry's wait."""
+    src = settings.source
+    longest_wait = src.retry_backoff_seconds * 2 ** (src.max_retries - 1) if src.max_retries else 0.0
+    return STALL_SECONDS + longest_wait
 
 
 def _stop(child: Any) -> None:
