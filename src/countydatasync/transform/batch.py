@@ -8,6 +8,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import shapely
 from pyproj import CRS, Transformer
 from pyproj.crs import ProjectedCRS
@@ -233,18 +234,21 @@ def transform_batch(raw: pd.DataFrame, plan: TransformPlan, first_row: int = 0) 
             "reason": [str(r) if r is not None else None for r in np.where(rejected, reason, geo.reasons)[listed]],
             "message": np.where(rejected, message, geo.messages)[listed],
             "excerpt": [excerpt(v) for v in np.where(rejected, bad_value, None)[listed]],
+            # Listed and not rejected: repaired, a warning (a rejected row's reason is always an error's).
+            "severity": np.where(rejected[listed], "error", "warning"),
         }
     )
-    issues["severity"] = np.where(issues["reason"] == Reason.INVALID_GEOMETRY_REPAIRED.value, "warning", "error")
 
     geoms = geo.geoms[good]
     parcels = attrs.frame[good].reset_index(drop=True)
     carried = list(parcels.columns)
     as_read = geo.as_read[good] if geo.as_read is not None else None
     wkb = multipolygon_wkb(geoms, as_read) if len(geoms) else np.empty(0, dtype=object)
-    parcels.insert(0, plan.key_name, keys[good].to_numpy(dtype=object))
+    parcels.insert(0, plan.key_name, keys[good].array)
     parcels["gis_acres"] = plan.acres(geoms) if len(geoms) else np.nan
-    parcels["sync_note"] = np.where(repaired[good], Reason.INVALID_GEOMETRY_REPAIRED.value, None)
+    # Arrow text, like the source_modified and carried text columns: no Python string per row in either process.
+    note = pc.if_else(pa.array(repaired[good]), Reason.INVALID_GEOMETRY_REPAIRED.value, pa.scalar(None, pa.string()))
+    parcels["sync_note"] = pd.arrays.ArrowStringArray(note)
 
     max_modified, style = None, "datetime"
     if RAW_MODIFIED in raw:
@@ -252,7 +256,7 @@ def transform_batch(raw: pd.DataFrame, plan: TransformPlan, first_row: int = 0) 
         if len(sample) and isinstance(sample.iloc[0], str):
             style = "T" if "T" in sample.iloc[0] else " "
         stamps = modified_stamps(raw[RAW_MODIFIED], style)
-        parcels["source_modified"] = raw[RAW_MODIFIED][good].astype("string").to_numpy(dtype=object, na_value=None)
+        parcels["source_modified"] = raw[RAW_MODIFIED][good].astype("string[pyarrow]").array
         max_modified = stamps.max() if stamps.notna().any() else None
     else:
         parcels["source_modified"] = None
