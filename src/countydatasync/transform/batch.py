@@ -17,7 +17,7 @@ from pyproj.crs.coordinate_operation import LambertAzimuthalEqualAreaConversion
 from countydatasync.errors import ConfigError
 from countydatasync.extract.base import RAW_GEOM, RAW_KEY, RAW_MODIFIED, RAW_SRID
 from countydatasync.settings import ColumnSpec, Settings
-from countydatasync.transform.attributes import convert_attributes
+from countydatasync.transform.attributes import ARROW_TEXT, convert_attributes
 from countydatasync.transform.geometry import clean_geometries, known_epsg, multipolygon_wkb
 from countydatasync.transform.reasons import Reason, excerpt
 
@@ -256,7 +256,7 @@ def transform_batch(raw: pd.DataFrame, plan: TransformPlan, first_row: int = 0) 
         if len(sample) and isinstance(sample.iloc[0], str):
             style = "T" if "T" in sample.iloc[0] else " "
         stamps = modified_stamps(raw[RAW_MODIFIED], style)
-        parcels["source_modified"] = raw[RAW_MODIFIED][good].astype("string[pyarrow]").array
+        parcels["source_modified"] = raw[RAW_MODIFIED][good].astype(ARROW_TEXT).array
         max_modified = stamps.max() if stamps.notna().any() else None
     else:
         parcels["source_modified"] = None
