@@ -6,6 +6,7 @@ For each size it makes (or reuses) a sample county, then measures, each in its o
   ogr2ogr     SQLite MasterParcels -> GeoPackage with GDAL's command-line tool (the reference)
   full sync   `countydatasync sync` (the shipped command) into all three staging databases from empty
   incremental the same command after 1% of the parcels changed (attributes and geometry), 0.1% deleted, 0.1% inserted
+  floor       bench/incremental_floor.py on the same edit: the least any incremental run must do, hand-written
   revaluation an incremental run after half the parcels got a new land value (and timestamp)
 and prints seconds, parcels/s, peak memory of the whole process tree (PSS, sampled every 50 ms) and the ratios.
 Each is run three times unobserved (the median time is reported) and once more with its memory sampled
@@ -92,6 +93,18 @@ def bench(parcels: int, work: Path) -> dict[str, float]:
         shutil.copytree(before, staging)
 
     inc_t, inc_rss, inc_out = measure(sync, reset=back_to_before_edit, repeat=REPEAT)
+    floor_staging = work / "floor"
+    shutil.copytree(before, floor_staging)
+
+    def floor_back_to_before_edit() -> None:
+        shutil.rmtree(floor_staging)
+        shutil.copytree(before, floor_staging)
+
+    floor_t, floor_rss, _ = measure(
+        [sys.executable, str(ROOT / "incremental_floor.py"), str(source), str(floor_staging)],
+        reset=floor_back_to_before_edit,
+        repeat=REPEAT,
+    )
     # In place: the staging databases were built from this file, and another file is another source, which
     # a run reads through in full (see "Settings changed between runs" in docs/architecture.md).
     revalue_source(source)
@@ -106,6 +119,9 @@ def bench(parcels: int, work: Path) -> dict[str, float]:
         "incremental_pss_mib": inc_rss,
         "full_vs_ogr2ogr": full_t / ref_t,
         "incremental_vs_full": inc_t / full_t,
+        "floor_s": floor_t,
+        "floor_pss_mib": floor_rss,
+        "floor_vs_full": floor_t / full_t,
         "revaluation_s": mass_t,
         "revaluation_pss_mib": mass_rss,
         "revaluation_vs_full": mass_t / full_t,
@@ -128,6 +144,7 @@ def main(sizes: list[int]) -> None:
             ("ogr2ogr", "ogr2ogr", "1.00"),
             ("full sync", "full", f"{r['full_vs_ogr2ogr']:.2f} vs ogr2ogr"),
             ("incremental", "incremental", f"{r['incremental_vs_full']:.2f} vs full"),
+            ("floor", "floor", f"{r['floor_vs_full']:.2f} vs full"),
             ("revaluation", "revaluation", f"{r['revaluation_vs_full']:.2f} vs full"),
         ]:
             seconds, memory = r[f"{key}_s"], r[f"{key}_pss_mib"]
